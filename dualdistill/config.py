@@ -1,0 +1,346 @@
+"""One typed configuration tree for a run; ``params/*.yaml`` keys are exactly its field names.
+
+    cfg = load_config("params/smoke.yaml", overrides={"self_distill.beta2": 0.8})
+
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the file and
+the dotted field path. Defaults are the paper's values (DESIGN §1) unless a field says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dualdistill import formatting
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not fit the schema."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --- data -------------------------------------------------------------------------------------
+class DataSource(Strict):
+    """One source of problems."""
+
+    kind: Literal["dualdistill", "jsonl", "hf", "synthetic"] = Field(
+        description="dualdistill: a file of ../shared/data/dualdistill (schema detected); "
+        "jsonl: any JSON/JSONL with field_map; hf: datasets.load_dataset; synthetic: the embedded world"
+    )
+    name: str | None = Field(None, description="benchmark / source name (default: file stem)")
+    path: str | None = Field(None, description="file path, or HF dataset id for kind=hf")
+    split: str = Field("train", description="HF split, or synthetic split (train|test|stage0)")
+    field_map: dict[str, str] = Field(
+        default_factory=dict, description="record field -> source field (problem, answer, id, subset, ...)"
+    )
+    limit: int | None = Field(None, ge=1, description="keep the first N problems")
+    on_malformed: Literal["error", "skip"] = Field("error", description="malformed rows: raise or skip+count")
+    n: int | None = Field(None, ge=1, description="synthetic: number of problems")
+    families: list[str] | None = Field(None, description="synthetic: families to draw (default all)")
+    subset: str | None = Field(None, description="subset label given to every problem of this source")
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> DataSource:
+        if self.kind in ("dualdistill", "jsonl", "hf") and not self.path:
+            raise ValueError(f"data source of kind {self.kind!r} needs a path")
+        if self.kind == "synthetic" and self.split not in ("train", "test", "stage0"):
+            raise ValueError("synthetic split must be train, test or stage0")
+        return self
+
+
+class DataConfig(Strict):
+    train: list[DataSource] = Field(default_factory=list, description="problems for teacher rollouts and self-distillation")
+    test: list[DataSource] = Field(default_factory=list, description="benchmarks for evaluation")
+    dedup_threshold: float = Field(90.0, ge=0, le=100, description="rapidfuzz ratio above which a train problem is a near-duplicate of a test problem (official: 90)")
+
+
+# --- models and policies ----------------------------------------------------------------------
+class PolicyConfig(Strict):
+    """A policy that continues a prompt (DESIGN §4)."""
+
+    backend: Literal["hf", "vllm", "openai", "replay", "scripted"]
+    model: str | None = Field(None, description="model path / hub id / served model name; scripted: text|agent")
+    base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    api: Literal["completions", "chat"] = Field("completions", description="openai: endpoint kind")
+    replay_path: str | None = Field(None, description="replay: JSONL of recorded traces")
+    replay_fields: list[str] = Field(
+        default_factory=lambda: ["r1_solution_1", "r1_solution_2", "r1_solution_3"],
+        description="replay: fields holding traces, used in turn per sample",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight; hf/vllm: batch size")
+    max_retries: int = Field(5, ge=0, description="openai: retries with backoff on 429/5xx/timeouts")
+    request_timeout: float = Field(600.0, gt=0, description="openai: seconds per request")
+    extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific options")
+
+
+class TeachersConfig(Strict):
+    text: PolicyConfig = Field(default_factory=lambda: PolicyConfig(backend="scripted", model="text"))
+    agent: PolicyConfig = Field(default_factory=lambda: PolicyConfig(backend="scripted", model="agent"))
+    first_agent_prob: float = Field(0.5, ge=0, le=1, description="P(z=1): the agentic teacher goes first")
+    temperature: float = Field(0.6, ge=0)
+    budget: int = Field(4096, ge=16, description="token budget per trajectory (executor tokens count)")
+    max_code_calls: int = Field(10, ge=0)
+    samples: int = Field(1, ge=1, description="rollout pairs per problem")
+
+
+class TinyModelConfig(Strict):
+    """The locally built tiny Qwen2 (embedded default)."""
+
+    hidden_size: int = Field(256, ge=8)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(768, ge=8)
+    max_position_embeddings: int = Field(1024, ge=64)
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size (model vocab padded to cover it)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+class StudentConfig(Strict):
+    model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", description="S0: path or hub id; 'tiny' builds the local tiny model")
+    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="sampling backend for S1/S2")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tiny: TinyModelConfig | None = Field(None, description="sizes of the tiny model when model == 'tiny'")
+    stage0_sft: SFTConfig | None = Field(None, description="embedded only: SFT of the tiny model on text-teacher traces to make S0")
+
+
+class WorldConfig(Strict):
+    """The synthetic problem world of the embedded default."""
+
+    seed: int = 0
+    n_train: int = Field(400, ge=1)
+    n_test: int = Field(120, ge=1)
+    n_stage0: int = Field(600, ge=0, description="problems for the S0 text-reasoner build")
+    families: list[str] | None = Field(None, description="default: all families")
+
+
+class SandboxConfig(Strict):
+    timeout: float = Field(3.0, gt=0, description="seconds per code execution (paper: 3)")
+    memory_mb: int = Field(1024, ge=64)
+    max_processes: int = Field(16, ge=1)
+    max_output_chars: int = Field(4000, ge=100, description="head + tail kept with a marker")
+    workers: int = Field(4, ge=1, description="sandboxes in the pool")
+
+
+# --- composition and training -------------------------------------------------------------------
+class CompositionConfig(Strict):
+    transitions: dict[str, str] = Field(
+        default_factory=lambda: dict(formatting.DEFAULT_TRANSITIONS),
+        description="'<fix|verify>:<text_to_code|code_to_text>' -> sentence",
+    )
+    balance: Literal["subset_equal", "none"] = Field(
+        "subset_equal", description="subset_equal: as many examples from each subset as the smallest has"
+    )
+    max_per_case: dict[str, int] = Field(default_factory=dict, description="cap per case: '01', '11', '10'")
+    max_per_first_teacher: dict[str, int] = Field(default_factory=dict, description="cap per first teacher: text|agent")
+    mask_before_transition: Literal["wrong_first", "always", "never"] = Field(
+        "wrong_first",
+        description="no loss on the part before the first transition: only when the first attempt was wrong "
+        "(case 01, and self-distillation corrections), always, or never",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _keys(self) -> CompositionConfig:
+        need = set(formatting.DEFAULT_TRANSITIONS)
+        if set(self.transitions) != need:
+            raise ValueError(f"transitions must have exactly the keys {sorted(need)}")
+        bad = [k for k in self.max_per_case if k not in ("01", "11", "10")]
+        if bad:
+            raise ValueError(f"max_per_case keys must be 01, 11, 10; got {bad}")
+        return self
+
+
+class SFTConfig(Strict):
+    method: Literal["full", "lora", "qlora"] = "full"
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: str = "constant"
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    num_train_epochs: float = Field(4.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides epochs")
+    per_device_train_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(16384, ge=16)
+    over_length: Literal["drop", "truncate"] = Field("drop", description="official code drops longer examples")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str | list[str] = "all-linear"
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    packing: bool = False
+    padding_free: bool = False
+    gradient_checkpointing: bool = True
+    bf16: bool | None = Field(None, description="None: on when a GPU supports it, off on CPU")
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = 2
+    merge_lora: bool = Field(True, description="save a merged plain model that vLLM can load")
+    report_to: str = "none"
+    seed: int = 0
+
+
+StudentConfig.model_rebuild()
+
+
+class SelfDistillConfig(Strict):
+    k: int = Field(16, ge=1, description="samples per training problem")
+    beta1: float = Field(0.0, ge=0, le=1, description="ḡ > β1: add a verification example")
+    beta2: float = Field(0.9, ge=0, le=1, description="ḡ < β2: add a correction example")
+    temperature: float = Field(0.6, ge=0)
+    budget: int = Field(4096, ge=16)
+    max_code_calls: int = Field(10, ge=0)
+    pick: Literal["random", "shortest", "first"] = "random"
+    max_problems: int | None = Field(None, ge=1)
+    sft: SFTConfig | None = Field(None, description="SFT of S1 on T2 (default: the sft section)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _betas(self) -> SelfDistillConfig:
+        if self.beta1 > self.beta2:
+            raise ValueError(f"beta1 ({self.beta1}) must not exceed beta2 ({self.beta2})")
+        return self
+
+
+class EvalModel(Strict):
+    name: str = Field(description="row name in the results, e.g. S0, S1, S2, text_only")
+    policy: PolicyConfig | None = Field(None, description="default: the run's own checkpoint of that name")
+    tools: bool = True
+
+
+class EvalConfig(Strict):
+    models: list[str | EvalModel] = Field(default_factory=lambda: ["S0", "S1", "S2"])
+    budgets: dict[str, int] = Field(default_factory=lambda: {"S": 4096, "L": 16384}, description="budget name -> tokens (L: not confirmed by the paper)")
+    samples: int = Field(5, ge=1)
+    temperature: float = Field(0.6, ge=0)
+    max_code_calls: int = Field(10, ge=0)
+    tools: bool = True
+    limit: int | None = Field(None, ge=1, description="problems per benchmark")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budgets(self) -> EvalConfig:
+        if not self.budgets:
+            raise ValueError("at least one budget is needed")
+        bad = {k: v for k, v in self.budgets.items() if v < 16}
+        if bad:
+            raise ValueError(f"budgets must be >= 16 tokens: {bad}")
+        return self
+
+
+class RunConfig(Strict):
+    run_name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    output_dir: str = "outputs"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    world: WorldConfig | None = Field(None, description="the synthetic world (embedded default)")
+    teachers: TeachersConfig = Field(default_factory=TeachersConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    composition: CompositionConfig = Field(default_factory=CompositionConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    self_distill: SelfDistillConfig = Field(default_factory=SelfDistillConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    baselines: dict[str, Literal["text", "agent"]] = Field(
+        default_factory=dict, description="extra SFT baselines: name -> teacher whose traces only are used"
+    )
+    source: str | None = Field(None, description="the params file this config came from (set by the loader)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def hash(self, *sections: str) -> str:
+        """Short stable hash of the whole config or of named sections (run_name excluded)."""
+        data = self.model_dump(mode="json", exclude={"source", "run_name", "output_dir"})
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config (with its hash) next to an output."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump(mode="json")
+        data["_hash"] = self.hash()
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        tmp.replace(path)
+        return path
+
+
+def _format_error(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{where}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: dict[str, Any], *, where: str = "<params>", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate a params dict (plus dotted-key overrides) into a :class:`RunConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping, got {type(data).__name__}")
+    data = json.loads(json.dumps(data))  # deep copy, plain types
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    data.setdefault("source", where)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load ``params/*.yaml``; ``overrides`` maps dotted field paths to values (papermill, CLI)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(data, where=str(path), overrides=overrides)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key.path=value`` (value read as YAML) from the command line."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)

@@ -1,0 +1,294 @@
+"""The trajectory format: every prompt string, tag and transition sentence lives here.
+
+A trajectory is a list of typed :class:`Segment` s. ``render`` turns segments into the tag text of
+DESIGN §2 and ``parse`` turns tag text back into segments; for any valid segment list
+``parse(render(segs)) == segs``, and for canonical text ``render(parse(text)) == text``.
+
+Block kinds (rendered ``<kind>\\n{text}\\n</kind>\\n``): think, code, executor, answer.
+Bare kinds (rendered ``{text}\\n``, a single line between blocks): transition, notice, text.
+A bare line is parsed as ``transition`` / ``notice`` when it equals a known sentence, else ``text``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK_KINDS = ("think", "code", "executor", "answer")
+BARE_KINDS = ("transition", "notice", "text")
+KINDS = BLOCK_KINDS + BARE_KINDS
+
+# --- transition sentences (official code's wording; params may override) --------------------
+TEXT_TO_CODE = "Wait, use text reasoning is too tedious, let's try code reasoning."
+CODE_TO_TEXT = "Wait, the code is not correct, let's try text reasoning."
+CODE_TO_TEXT_MAY = "Wait, the code may be incorrect, let's try text reasoning."
+VERIFY_WITH_TEXT = "Wait, we can also use text-reasoning as an alternative way to verify the solution."
+VERIFY_WITH_CODE = "Wait, we can also use code reasoning as an alternative way to verify the solution."
+DEFAULT_TRANSITIONS: dict[str, str] = {
+    # key: "<case>:<direction>", case ∈ {fix, verify}, direction ∈ {text_to_code, code_to_text}
+    "fix:text_to_code": TEXT_TO_CODE,
+    "fix:code_to_text": CODE_TO_TEXT,
+    "verify:text_to_code": VERIFY_WITH_CODE,
+    "verify:code_to_text": VERIFY_WITH_TEXT,
+}
+KNOWN_TRANSITIONS = frozenset([*DEFAULT_TRANSITIONS.values(), CODE_TO_TEXT_MAY])
+
+# --- notices written by the environment, never trained on -----------------------------------
+CALL_CAP_NOTICE = (
+    "The maximum number of code calls has been reached. "
+    "No more code can be executed; give the final answer now."
+)
+KNOWN_NOTICES = frozenset([CALL_CAP_NOTICE])
+
+# --- prompts (the official "r1" format) -------------------------------------------------------
+SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The Assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning process "
+    "here </think> <answer> answer here </answer>. Put the final answer within \\boxed{}."
+)
+CODE_INSTRUCTION = (
+    " The Assistant can use Python code to help reasoning: code is enclosed within <code> </code> "
+    "tags, it is executed, and the executor's feedback is returned within <executor> </executor> "
+    "tags. Print what you need to see."
+)
+USER_TAG = "<｜User｜>"
+ASSISTANT_TAG = "<｜Assistant｜>"
+BOS_TOKEN = "<｜begin▁of▁sentence｜>"
+EOS_TOKEN = "<｜end▁of▁sentence｜>"
+GENERATION_PREFIX = "<think>\n"  # generation starts inside the first think block
+SECOND_TEACHER_INSTRUCTION = (
+    "\n\nAnother solver already attempted this problem. Their attempt:\n{attempt}\n\n"
+    "Solve the problem with your own strategy."
+)
+ANSWER_TEMPLATE = "The answer is \\boxed{{{answer}}}"
+CODE_STOP = "</code>"
+
+
+def build_prompt(problem: str, *, code: bool, bos: bool = True) -> str:
+    """The official "r1" prompt; the completion (``render(segments)``) follows it directly."""
+    system = SYSTEM_PROMPT + (CODE_INSTRUCTION if code else "")
+    return f"{BOS_TOKEN if bos else ''}{system}{USER_TAG}{problem}{ASSISTANT_TAG}"
+
+
+def build_second_teacher_problem(problem: str, first_attempt: str) -> str:
+    """Problem text shown to the second teacher: the problem and the first teacher's attempt."""
+    return problem + SECOND_TEACHER_INSTRUCTION.format(attempt=first_attempt)
+
+
+def answer_text(answer: str) -> str:
+    """Text of an answer block for a final answer."""
+    return ANSWER_TEMPLATE.format(answer=answer)
+
+
+@dataclass
+class Segment:
+    """One typed piece of a trajectory. ``meta`` (e.g. a code block's execution status) is not
+    rendered and does not take part in equality."""
+
+    kind: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown segment kind {self.kind!r}; expected one of {KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "text": self.text}
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Segment:
+        return cls(kind=d["kind"], text=d["text"], meta=dict(d.get("meta") or {}))
+
+
+class FormatError(ValueError):
+    """A trajectory that breaks the format rules (nesting, answers, bare lines)."""
+
+
+def render_segment(seg: Segment) -> str:
+    if seg.kind in BLOCK_KINDS:
+        return f"<{seg.kind}>\n{seg.text}\n</{seg.kind}>\n"
+    return f"{seg.text}\n"
+
+
+def render(segments: Iterable[Segment]) -> str:
+    """Tag text of a trajectory (the completion that follows the prompt)."""
+    return "".join(render_segment(s) for s in segments)
+
+
+def segment_spans(segments: list[Segment]) -> list[tuple[int, int, int, int]]:
+    """Character spans in ``render(segments)``: (start, end, text_start, text_end) per segment.
+
+    ``start:end`` covers the whole rendered segment (tags included), ``text_start:text_end`` its
+    text only. Used by the loss masks, so they never depend on re-decoding tokens."""
+    spans, pos = [], 0
+    for seg in segments:
+        open_len = len(seg.kind) + 3 if seg.kind in BLOCK_KINDS else 0  # "<kind>\n"
+        total = len(render_segment(seg))
+        spans.append((pos, pos + total, pos + open_len, pos + open_len + len(seg.text)))
+        pos += total
+    return spans
+
+
+_TAG_RE = re.compile(r"<(/?)(think|code|executor|answer)>")
+
+
+def parse(
+    text: str,
+    *,
+    transitions: Iterable[str] = KNOWN_TRANSITIONS,
+    notices: Iterable[str] = KNOWN_NOTICES,
+    strict: bool = False,
+) -> list[Segment]:
+    """Segments of tag text; the inverse of :func:`render`.
+
+    Lenient by default (model output): missing newlines around tags are accepted, an unclosed
+    final block becomes a segment with ``meta["open"] = True``, stray closing tags become text.
+    ``strict=True`` raises :class:`FormatError` on anything ``render`` could not have produced.
+    """
+    transitions, notices = set(transitions), set(notices)
+    segments: list[Segment] = []
+
+    def add_bare(chunk: str) -> None:
+        if strict and chunk and not chunk.endswith("\n"):
+            raise FormatError(f"bare text must end with a newline: {chunk[-40:]!r}")
+        body = chunk[:-1] if chunk.endswith("\n") else chunk
+        lines = body.split("\n") if strict else [body]
+        for line in lines:
+            if not line.strip():
+                if strict and chunk:
+                    raise FormatError("empty bare line")
+                continue
+            stripped = line.strip()
+            if stripped in transitions:
+                kind = "transition"
+            elif stripped in notices:
+                kind = "notice"
+            else:
+                kind = "text"
+            segments.append(Segment(kind, line if strict else stripped))
+
+    pos = 0
+    while pos < len(text):
+        m = _TAG_RE.search(text, pos)
+        if m is None:
+            add_bare(text[pos:])
+            break
+        add_bare(text[pos : m.start()])
+        kind = m.group(2)
+        if m.group(1):  # a stray closing tag
+            if strict:
+                raise FormatError(f"closing </{kind}> without an opening tag at {m.start()}")
+            add_bare(m.group(0))
+            pos = m.end()
+            continue
+        body_start = m.end()
+        close = text.find(f"</{kind}>", body_start)
+        nxt = _TAG_RE.search(text, body_start)
+        if nxt is not None and (close == -1 or nxt.start() < close):
+            if strict:
+                raise FormatError(f"<{nxt.group(2)}> inside <{kind}> at {nxt.start()} (no nesting)")
+            # an unclosed block runs into the next tag
+            segments.append(Segment(kind, _strip_one_newline(text[body_start : nxt.start()]), {"open": True}))
+            pos = nxt.start()
+            continue
+        if close == -1:
+            body = text[body_start:]
+            if strict:
+                raise FormatError(f"<{kind}> at {m.start()} is never closed")
+            segments.append(Segment(kind, _strip_one_newline(body), {"open": True}))
+            break
+        body = text[body_start:close]
+        if strict and not (body.startswith("\n") and body.endswith("\n") and len(body) >= 2):
+            raise FormatError(f"<{kind}> block at {m.start()} must be '<{kind}>\\n...\\n</{kind}>'")
+        segments.append(Segment(kind, _strip_one_newline(body)))
+        pos = close + len(kind) + 3
+        if text.startswith("\n", pos):
+            pos += 1
+        elif strict and pos < len(text):
+            raise FormatError(f"</{kind}> must be followed by a newline at {pos}")
+    return segments
+
+
+def _strip_one_newline(body: str) -> str:
+    if body.startswith("\n"):
+        body = body[1:]
+    if body.endswith("\n"):
+        body = body[:-1]
+    return body
+
+
+def validate(segments: list[Segment], *, require_answer: bool = True) -> None:
+    """Raise :class:`FormatError` unless the trajectory has exactly one final answer, at its end,
+    with a ``\\boxed{}``, and no block text contains a tag (no nesting)."""
+    for i, seg in enumerate(segments):
+        if _TAG_RE.search(seg.text):
+            raise FormatError(f"segment {i} ({seg.kind}) contains a tag: nesting is not allowed")
+        if seg.kind in BARE_KINDS and ("\n" in seg.text or not seg.text.strip()):
+            raise FormatError(f"segment {i} ({seg.kind}) must be one non-empty line")
+    answers = [i for i, s in enumerate(segments) if s.kind == "answer"]
+    if not require_answer and not answers:
+        return
+    if len(answers) != 1:
+        raise FormatError(f"expected exactly one answer block, found {len(answers)}")
+    if answers[0] != len(segments) - 1:
+        raise FormatError("the answer block must be the last segment")
+    if extract_boxed(segments[-1].text) is None:
+        raise FormatError("the answer block has no \\boxed{}")
+
+
+def is_valid(segments: list[Segment]) -> bool:
+    try:
+        validate(segments)
+    except FormatError:
+        return False
+    return True
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
+    last = None
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            last = text[m.end() : i - 1]
+    return last
+
+
+def answer_part(text: str) -> str:
+    """The part of a response that holds its final answer: the last ``<answer>`` block, else what
+    follows the last ``</think>``, else the whole text."""
+    starts = [m.end() for m in re.finditer(r"<answer>", text)]
+    if starts:
+        end = text.find("</answer>", starts[-1])
+        return text[starts[-1] : end if end != -1 else len(text)]
+    if "</think>" in text:
+        return text.rsplit("</think>", 1)[1]
+    return text
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer of a response: the last ``\\boxed{}`` of its answer part (DESIGN §2).
+    Executor output never counts as an answer."""
+    part = re.sub(r"<executor>.*?(</executor>|$)", "", answer_part(text), flags=re.S)
+    return extract_boxed(part)
+
+
+def strip_final_answer(segments: list[Segment]) -> list[Segment]:
+    """Segments before the final answer block (what follows it is dropped too), for composition."""
+    answers = [i for i, s in enumerate(segments) if s.kind == "answer"]
+    return list(segments[: answers[-1]]) if answers else list(segments)
+
+
+def code_calls(segments: list[Segment]) -> int:
+    return sum(1 for s in segments if s.kind == "code")

@@ -1,0 +1,255 @@
+"""Problems: one record type and loaders for every source (DESIGN §8).
+
+    problems = load_source(DataSource(kind="dualdistill", path=".../test/amc.jsonl"))
+
+Sources: the five DualDistill files (four schemas, detected per row), generic JSON/JSONL with a
+field map, Hugging Face datasets (``datasets.load_dataset``; e.g. DeepMath-103K with its
+``r1_solution_1..3`` kept in ``meta`` for replay), and the synthetic world. A malformed row is an
+error naming file and line, or — with ``on_malformed: skip`` — skipped and counted.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dualdistill.config import DataSource
+
+log = logging.getLogger(__name__)
+
+
+class MalformedRecordError(ValueError):
+    """A source row without a usable problem or answer."""
+
+
+@dataclass
+class Problem:
+    id: str  # stable: source name + index or the source's own id
+    problem: str
+    answer: str  # ground truth as a string ("142", not "142.0")
+    source: str
+    subset: str | None = None  # e.g. computation / insight, or a benchmark subject
+    family: str | None = None  # synthetic family
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Problem:
+        return cls(**{k: d[k] for k in ("id", "problem", "answer", "source")},
+                   subset=d.get("subset"), family=d.get("family"), meta=dict(d.get("meta") or {}))
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def normalize_answer(value: Any) -> str:
+    """Ground truth as a string; floats that are integers lose their ``.0`` (AMC's ``142.0``)."""
+    if isinstance(value, bool):
+        raise MalformedRecordError(f"answer is a boolean: {value!r}")
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        s = value.strip()
+        try:
+            f = float(s)
+            if f.is_integer() and "." in s and s.replace(".", "", 1).lstrip("-").isdigit():
+                return str(int(f))
+        except ValueError:
+            pass
+        return s
+    raise MalformedRecordError(f"answer has type {type(value).__name__}")
+
+
+def _maybe_literal(value: Any) -> Any:
+    """combinatorics300 stores dicts and lists as Python-literal strings."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _dualdistill_row(row: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """(problem, answer, meta) from any of the four DualDistill schemas."""
+    if "prompt" in row:  # aime2025 / amc / combinatorics300
+        prompt = _maybe_literal(row["prompt"])
+        reward = _maybe_literal(row.get("reward_model"))
+        if not isinstance(prompt, list) or not prompt or not isinstance(prompt[-1], dict):
+            raise MalformedRecordError("prompt is not a list of messages")
+        if not isinstance(reward, dict) or "ground_truth" not in reward:
+            raise MalformedRecordError("reward_model.ground_truth missing")
+        meta = {k: row[k] for k in ("data_source", "source") if row.get(k)}
+        return prompt[-1].get("content", ""), reward["ground_truth"], meta
+    if "problem" in row and "answer" in row:  # math500 / whole_training_set
+        meta = {k: row[k] for k in ("subject", "level", "unique_id") if k in row}
+        return row["problem"], row["answer"], meta
+    raise MalformedRecordError(f"unknown schema (fields: {sorted(row)[:8]})")
+
+
+def _read_rows(path: Path) -> Iterable[tuple[int, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"problem file not found: {path}")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise MalformedRecordError(f"{path}: expected a list of records")
+        yield from enumerate(data, 1)
+        return
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield lineno, MalformedRecordError(f"not valid JSON ({err.msg})")
+
+
+def _mapped_row(row: dict[str, Any], fmap: dict[str, str]) -> tuple[str, Any, dict[str, Any]]:
+    pkey, akey = fmap.get("problem", "problem"), fmap.get("answer", "answer")
+    if pkey not in row or akey not in row:
+        raise MalformedRecordError(f"missing field {pkey!r} or {akey!r}")
+    used = {pkey, akey}
+    meta = {k: v for k, v in row.items() if k not in used}
+    return row[pkey], row[akey], meta
+
+
+def _finish(problem: Any, answer: Any, meta: dict[str, Any], *, source: str, index: int,
+            src: DataSource) -> Problem:
+    if not isinstance(problem, str) or not problem.strip():
+        raise MalformedRecordError("empty problem text")
+    ans = normalize_answer(answer)
+    if not ans:
+        raise MalformedRecordError("empty answer")
+    fmap = src.field_map
+    pid = meta.get(fmap["id"]) if "id" in fmap else None
+    subset = meta.get(fmap["subset"]) if "subset" in fmap else src.subset
+    return Problem(id=f"{source}/{pid if pid is not None else index}", problem=problem.strip(),
+                  answer=ans, source=source, subset=subset if subset is None else str(subset), meta=meta)
+
+
+def load_file(src: DataSource, report: LoadReport | None = None) -> list[Problem]:
+    """A dualdistill or generic JSON/JSONL file."""
+    path = Path(src.path or "")
+    source = src.name or path.stem
+    report = report or LoadReport(source)
+    out: list[Problem] = []
+    index = 0
+    for lineno, row in _read_rows(path):
+        try:
+            if isinstance(row, Exception):
+                raise row
+            if not isinstance(row, dict):
+                raise MalformedRecordError("row is not a JSON object")
+            if src.kind == "dualdistill":
+                problem, answer, meta = _dualdistill_row(row)
+            else:
+                problem, answer, meta = _mapped_row(row, src.field_map)
+            out.append(_finish(problem, answer, meta, source=source, index=index, src=src))
+            index += 1
+        except MalformedRecordError as err:
+            msg = f"{path}:{lineno}: {err}"
+            if src.on_malformed == "error":
+                raise MalformedRecordError(msg) from None
+            report.skipped += 1
+            report.errors.append(msg)
+        if src.limit and len(out) >= src.limit:
+            break
+    report.loaded = len(out)
+    if report.skipped:
+        log.warning("%s: skipped %d malformed rows (first: %s)", source, report.skipped, report.errors[0])
+    return out
+
+
+def load_hf(src: DataSource, report: LoadReport | None = None) -> list[Problem]:
+    """A Hugging Face dataset (hub id or local dataset directory / data files)."""
+    import datasets
+
+    path = src.path or ""
+    local = Path(path)
+    if local.is_dir() and (local / "dataset_info.json").exists():
+        ds = datasets.load_from_disk(str(local))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[src.split]
+    else:
+        ds = datasets.load_dataset(path, split=src.split)
+    fmap = {"problem": "question", "answer": "final_answer", **src.field_map}
+    source = src.name or path.rstrip("/").split("/")[-1]
+    report = report or LoadReport(source)
+    out = []
+    for i, row in enumerate(ds):
+        try:
+            problem, answer, meta = _mapped_row(dict(row), fmap)
+            out.append(_finish(problem, answer, meta, source=source, index=i, src=src))
+        except MalformedRecordError as err:
+            if src.on_malformed == "error":
+                raise MalformedRecordError(f"{path}[{src.split}] row {i}: {err}") from None
+            report.skipped += 1
+            report.errors.append(f"row {i}: {err}")
+        if src.limit and len(out) >= src.limit:
+            break
+    report.loaded = len(out)
+    return out
+
+
+def load_source(src: DataSource, *, world: Any = None) -> list[Problem]:
+    """Problems of one configured source."""
+    if src.kind in ("dualdistill", "jsonl"):
+        return load_file(src)
+    if src.kind == "hf":
+        return load_hf(src)
+    if src.kind == "synthetic":
+        from dualdistill.world.families import generate_split
+
+        problems = generate_split(src.split, n=src.n, families=src.families, world=world)
+        return problems[: src.limit] if src.limit else problems
+    raise ValueError(f"unknown data source kind {src.kind!r}")
+
+
+def load_sources(sources: list[DataSource], *, world: Any = None) -> list[Problem]:
+    out: list[Problem] = []
+    for src in sources:
+        out.extend(load_source(src, world=world))
+    ids = [p.id for p in out]
+    if len(ids) != len(set(ids)):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"duplicate problem id {dup!r}: give sources distinct names")
+    return out
+
+
+def remove_near_duplicates(train: list[Problem], test: list[Problem], threshold: float = 90.0
+                           ) -> tuple[list[Problem], list[Problem]]:
+    """Train problems whose text matches a test problem with rapidfuzz ratio > threshold are
+    removed (official: 90). Returns (kept, removed)."""
+    from rapidfuzz import fuzz, process
+
+    if not test:
+        return list(train), []
+    choices = [p.problem for p in test]
+    kept, removed = [], []
+    for p in train:
+        hit = process.extractOne(p.problem, choices, scorer=fuzz.ratio, score_cutoff=threshold)
+        (removed if hit is not None and hit[1] > threshold else kept).append(p)
+    return kept, removed
+
+
+def stable_id(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]

@@ -1,0 +1,115 @@
+"""Append-only JSONL record stores that survive crashes (even ``kill -9``).
+
+Each record is one line, written with a single ``write`` and flushed (fsync optional). A line
+without its trailing newline is a torn write from a crash: it is never read as data, and the next
+append cuts it off. A complete line that is not valid JSON is an error naming file and line.
+Records carry a ``key``; a rerun asks :meth:`JsonlStore.keys` and does only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class CorruptRecordError(ValueError):
+    """A complete JSONL line that is not a JSON object."""
+
+
+class JsonlStore:
+    """Crash-safe JSONL file of dict records with a ``key`` field."""
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._repaired = False
+
+    def _repair_tail(self) -> None:
+        """Cut a torn final line (no trailing newline) left by a crash."""
+        if self._repaired or not self.path.exists():
+            self._repaired = True
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                self._repaired = True
+                return
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                data = f.read()
+                cut = data.rfind(b"\n") + 1
+                log.warning("%s: dropping a torn last line (%d bytes) from an interrupted run", self.path, size - cut)
+                f.truncate(cut)
+        self._repaired = True
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.read())
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete records, in order. A torn last line is ignored."""
+        if not self.path.exists():
+            return []
+        out = []
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    break  # torn write
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise CorruptRecordError(f"{self.path}:{lineno}: not valid JSON ({err.msg})") from None
+                if not isinstance(rec, dict):
+                    raise CorruptRecordError(f"{self.path}:{lineno}: expected a JSON object")
+                out.append(rec)
+        return out
+
+    def keys(self) -> set[str]:
+        return {r["key"] for r in self.read() if "key" in r}
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last record per key (a retried failure is superseded by its success)."""
+        return {r["key"]: r for r in self.read() if "key" in r}
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+
+
+def record_key(*parts: Any) -> str:
+    """Key of a record, e.g. ``record_key(problem_id, role, sample, config_hash)``."""
+    return "|".join(str(p) for p in parts)
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Write a whole JSONL file atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return JsonlStore(path).read()
