@@ -160,7 +160,7 @@ def parse(
         if strict and chunk and not chunk.endswith("\n"):
             raise FormatError(f"bare text must end with a newline: {chunk[-40:]!r}")
         body = chunk[:-1] if chunk.endswith("\n") else chunk
-        lines = body.split("\n") if strict else [body]
+        lines = body.split("\n")
         for line in lines:
             if not line.strip():
                 if strict and chunk:

