@@ -1,0 +1,460 @@
+"""Stage 02 — compose teacher rollouts into the teacher-distillation set T1 (Algorithm 1, steps 2–3).
+
+    python -m dualdistill.compose params/smoke.yaml [composition.balance=none ...]
+
+For every pair (y1 from the first teacher, y2 from the second) with grades (g1, g2):
+
+    (0,1): y1 ⊕ t⁻ ⊕ y2     the first attempt failed, the other strategy fixes it
+    (1,1): y1 ⊕ t⁺ ⊕ y2     both right: "also verify with the other strategy"
+    (1,0): y1 only
+    (0,0): dropped
+
+y1's final answer block is removed before a transition, so a composed trajectory has exactly one
+final answer, at its end. t⁻ / t⁺ are the ``fix:*`` / ``verify:*`` sentences of
+``cfg.composition.transitions``; the direction follows the first teacher (agent first →
+``code_to_text``, text first → ``text_to_code``). Segment meta (a code block's execution status)
+is kept, so the loss masks (``dualdistill.masking``) can exclude code that failed or never ran.
+
+Balancing (``cfg.composition.balance``), applied after the optional caps ``max_per_case`` and
+``max_per_first_teacher`` (each a seeded random subsample of the capped group):
+
+- ``subset_equal`` (default): every subset (``Problem.subset``, e.g. computation vs insight;
+  unlabelled problems form one group) is downsampled, seeded, to the size of the smallest subset;
+- ``none``: keep everything.
+
+The text-only / tool-only baselines get the same budget: correct trajectories of one teacher only
+(either role, as sampled, no transition), at most ``len(T1)`` of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dualdistill import formatting
+from dualdistill.config import CompositionConfig, RunConfig, load_config, parse_override
+from dualdistill.formatting import FormatError, Segment
+from dualdistill.paths import RunPaths
+from dualdistill.store import JsonlStore, record_key, write_jsonl
+
+log = logging.getLogger(__name__)
+
+TEACHERS = ("text", "agent")
+CASES = ("01", "11", "10")
+MASK_POLICIES = ("wrong_first", "always", "never")
+BASELINE_DEFAULT_NAMES = {"text": "text_only", "agent": "tool_only"}
+DROP_REASONS = (
+    "both_wrong",  # case (0,0)
+    "failed_rollout",  # a rollout of the pair has status != ok
+    "missing_first",
+    "missing_second",
+    "invalid_format",  # the composed trajectory breaks formatting.validate
+    "cap_case",
+    "cap_first_teacher",
+    "balance",
+)
+
+
+class CompositionError(ValueError):
+    """A teacher record that cannot be composed (wrong role, same teacher twice, ...)."""
+
+
+def direction(first_teacher: str) -> str:
+    """``code_to_text`` when the agentic teacher went first, else ``text_to_code``."""
+    if first_teacher not in TEACHERS:
+        raise CompositionError(f"teacher must be one of {TEACHERS}, got {first_teacher!r}")
+    return "code_to_text" if first_teacher == "agent" else "text_to_code"
+
+
+def training_prompt(problem_text: str) -> str:
+    """The student's prompt for every training example: the code-mode prompt."""
+    return formatting.build_prompt(problem_text, code=True)
+
+
+def _segments(rec: dict[str, Any]) -> list[Segment]:
+    try:
+        return [Segment.from_dict(s) for s in rec["trajectory"]["segments"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CompositionError(f"record {rec.get('key')!r}: malformed trajectory ({err!r})") from None
+
+
+def _problem(rec: dict[str, Any]) -> dict[str, Any]:
+    prob = rec.get("problem")
+    if not isinstance(prob, dict) or "id" not in prob or "problem" not in prob:
+        raise CompositionError(f"record {rec.get('key')!r}: field 'problem' must be a Problem dict")
+    return prob
+
+
+def _case(g1: bool, g2: bool) -> str:
+    return f"{int(bool(g1))}{int(bool(g2))}"
+
+
+def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transitions: dict[str, str],
+                 mask_policy: str) -> dict[str, Any] | None:
+    """One T1 training example from a pair of teacher records, or None for case (0,0).
+
+    Raises :class:`CompositionError` on inconsistent records and :class:`FormatError` when the
+    composed trajectory is not valid (e.g. y2 has no final answer)."""
+    if mask_policy not in MASK_POLICIES:
+        raise CompositionError(f"mask_policy must be one of {MASK_POLICIES}, got {mask_policy!r}")
+    for rec, role in ((first_rec, "first"), (second_rec, "second")):
+        if rec.get("role") != role:
+            raise CompositionError(f"record {rec.get('key')!r}: expected role {role!r}, got {rec.get('role')!r}")
+        if rec.get("teacher") not in TEACHERS:
+            raise CompositionError(f"record {rec.get('key')!r}: field 'teacher' must be text|agent, got {rec.get('teacher')!r}")
+    if first_rec["teacher"] == second_rec["teacher"]:
+        raise CompositionError(f"records {first_rec.get('key')!r}, {second_rec.get('key')!r}: both teachers are {first_rec['teacher']!r}")
+    prob = _problem(first_rec)
+    if _problem(second_rec)["id"] != prob["id"]:
+        raise CompositionError(f"records {first_rec.get('key')!r}, {second_rec.get('key')!r}: different problems")
+
+    case = _case(first_rec.get("correct"), second_rec.get("correct"))
+    if case == "00":
+        return None
+    y1 = _segments(first_rec)
+    if case == "10":
+        segments = y1
+    else:
+        kind = "fix" if case == "01" else "verify"
+        tkey = f"{kind}:{direction(first_rec['teacher'])}"
+        if tkey not in transitions:
+            raise CompositionError(f"transitions: missing key {tkey!r}")
+        transition = Segment("transition", transitions[tkey], {"transition": tkey})
+        # a transition-like line inside y1 stays plain text: the mask starts at *our* transition
+        y1 = [Segment("text", s.text, {**s.meta, "was": "transition"}) if s.kind == "transition" else s for s in y1]
+        segments = formatting.strip_final_answer(y1) + [transition] + _segments(second_rec)
+    formatting.validate(segments)
+    has_transition = case != "10"
+    mask = has_transition and (mask_policy == "always" or (mask_policy == "wrong_first" and case == "01"))
+    sample = first_rec.get("sample", 0)
+    return {
+        "key": record_key(prob["id"], sample, "t1"),
+        "problem_id": prob["id"],
+        "prompt": training_prompt(prob["problem"]),
+        "segments": [s.to_dict() for s in segments],
+        "mask_until_first_transition": bool(mask),
+        "case": case,
+        "first": first_rec["teacher"],
+        "subset": prob.get("subset"),
+        "family": prob.get("family"),
+        "source": "t1",
+        "sample": sample,
+        "answer": prob.get("answer"),
+    }
+
+
+def _drop(rec: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
+    prob = (rec or {}).get("problem") or {}
+    return {"problem_id": prob.get("id"), "sample": (rec or {}).get("sample"), "case": extra.pop("case", None),
+            "first": extra.pop("first", None), "subset": prob.get("subset"), "family": prob.get("family"),
+            "reason": reason, **extra}
+
+
+def pair_records(records: list[dict[str, Any]]) -> tuple[list[tuple[dict, dict]], list[dict[str, Any]]]:
+    """Pairs (first, second) per (problem id, sample), sorted; and drop entries for incomplete or
+    failed pairs. A later record for the same (problem, role, sample) supersedes an earlier one."""
+    slots: dict[tuple[str, Any], dict[str, dict]] = defaultdict(dict)
+    for rec in records:
+        prob = _problem(rec)
+        role = rec.get("role")
+        if role not in ("first", "second"):
+            raise CompositionError(f"record {rec.get('key')!r}: field 'role' must be first|second, got {role!r}")
+        slots[(str(prob["id"]), rec.get("sample", 0))][role] = rec
+    pairs, dropped = [], []
+    for _, slot in sorted(slots.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        first, second = slot.get("first"), slot.get("second")
+        teacher = (first or {}).get("teacher")
+        if first is None:
+            dropped.append(_drop(second, "missing_first"))
+        elif any(r is not None and r.get("status", "ok") != "ok" for r in (first, second)):
+            bad = [r["role"] for r in (first, second) if r is not None and r.get("status", "ok") != "ok"]
+            dropped.append(_drop(first, "failed_rollout", first=teacher, roles=",".join(bad)))
+        elif second is None:
+            dropped.append(_drop(first, "missing_second", first=teacher))
+        else:
+            pairs.append((first, second))
+    return pairs, dropped
+
+
+def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig) -> tuple[list[dict], list[dict]]:
+    """All composable examples (before balancing) and the drop entries."""
+    pairs, dropped = pair_records(records)
+    examples = []
+    for first, second in tqdm(pairs, desc="compose", disable=len(pairs) < 2000):
+        case = _case(first.get("correct"), second.get("correct"))
+        try:
+            ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition)
+        except FormatError as err:
+            dropped.append(_drop(first, "invalid_format", case=case, first=first["teacher"], error=str(err)))
+            continue
+        if ex is None:
+            dropped.append(_drop(first, "both_wrong", case=case, first=first["teacher"]))
+        else:
+            examples.append(ex)
+    return examples, dropped
+
+
+def _subsample(items: list[dict], n: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """(kept, removed): a seeded random subsample of size n, order kept."""
+    if len(items) <= n:
+        return list(items), []
+    keep = set(rng.sample(range(len(items)), n))
+    return [x for i, x in enumerate(items) if i in keep], [x for i, x in enumerate(items) if i not in keep]
+
+
+def _as_drop(ex: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {"problem_id": ex["problem_id"], "sample": ex.get("sample"), "case": ex.get("case"), "first": ex.get("first"),
+            "subset": ex.get("subset"), "family": ex.get("family"), "reason": reason}
+
+
+def _capped(examples: list[dict], field: str, caps: dict[str, int], reason: str, rng: random.Random
+            ) -> tuple[list[dict], list[dict]]:
+    kept_keys, dropped = set(), []
+    for value in sorted({str(ex[field]) for ex in examples}):
+        group = [ex for ex in examples if str(ex[field]) == value]
+        if value in caps:
+            group, removed = _subsample(group, caps[value], rng)
+            dropped += [_as_drop(ex, reason) for ex in removed]
+        kept_keys.update(ex["key"] for ex in group)
+    return [ex for ex in examples if ex["key"] in kept_keys], dropped
+
+
+def balance(examples: list[dict[str, Any]], cfg: CompositionConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Caps first (``max_per_case``, then ``max_per_first_teacher``), then the balancing rule.
+
+    Returns the kept examples (sorted by key, deterministic for a seed) and a report:
+    ``rule``, ``before`` / ``after`` counts per subset, ``target_per_subset`` and ``dropped``
+    (one entry per removed example with its ``reason``)."""
+    bad = [k for k in cfg.max_per_first_teacher if k not in TEACHERS]
+    if bad:
+        raise ValueError(f"composition.max_per_first_teacher: keys must be text|agent, got {bad}")
+    rng = random.Random(cfg.seed)
+    kept = sorted(examples, key=lambda ex: ex["key"])
+    if len({ex["key"] for ex in kept}) != len(kept):
+        raise ValueError("balance: example keys are not unique")
+    before = Counter(str(ex.get("subset")) for ex in kept)
+    dropped: list[dict[str, Any]] = []
+    kept, d = _capped(kept, "case", cfg.max_per_case, "cap_case", rng)
+    dropped += d
+    kept, d = _capped(kept, "first", cfg.max_per_first_teacher, "cap_first_teacher", rng)
+    dropped += d
+    target = None
+    if cfg.balance == "subset_equal" and kept:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for ex in kept:
+            groups[str(ex.get("subset"))].append(ex)
+        target = min(len(g) for g in groups.values())
+        keep_keys = set()
+        for name in sorted(groups):
+            group, removed = _subsample(groups[name], target, rng)
+            keep_keys.update(ex["key"] for ex in group)
+            dropped += [_as_drop(ex, "balance") for ex in removed]
+        kept = [ex for ex in kept if ex["key"] in keep_keys]
+    elif cfg.balance not in ("subset_equal", "none"):
+        raise ValueError(f"composition.balance: unknown rule {cfg.balance!r}")
+    report = {
+        "rule": cfg.balance,
+        "before": dict(sorted(before.items())),
+        "after": dict(sorted(Counter(str(ex.get("subset")) for ex in kept).items())),
+        "target_per_subset": target,
+        "dropped": dropped,
+    }
+    return kept, report
+
+
+def _baseline_pool(records: list[dict[str, Any]], teacher: str, name: str) -> list[tuple[dict, list[Segment]]]:
+    """Correct, valid, ok trajectories of one teacher (either role)."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"baseline teacher must be one of {TEACHERS}, got {teacher!r}")
+    pool = []
+    for rec in records:
+        if rec.get("teacher") != teacher or rec.get("status", "ok") != "ok" or not rec.get("correct"):
+            continue
+        segments = _segments(rec)
+        if not formatting.is_valid(segments):
+            log.warning("baseline %s: skipping %r (invalid format)", name, rec.get("key"))
+            continue
+        pool.append((rec, segments))
+    return pool
+
+
+def baseline_examples(records: list[dict[str, Any]], teacher: str, n: int, seed: int = 0, *,
+                      name: str | None = None) -> list[dict[str, Any]]:
+    """Up to ``n`` correct trajectories of one teacher (either role), as sampled, with the T1
+    training prompt and ``source="baseline:<name>"`` (default name: text_only / tool_only).
+    Problems are spread first: one trajectory per problem before a second one of the same problem
+    is taken (seeded order). Logs a warning when fewer than ``n`` are available."""
+    name = name or BASELINE_DEFAULT_NAMES.get(teacher, str(teacher))
+    cands = _baseline_pool(records, teacher, name)
+    cands.sort(key=lambda c: (str(_problem(c[0])["id"]), c[0].get("role", ""), str(c[0].get("sample", 0))))
+    rng = random.Random(seed)
+    rng.shuffle(cands)
+    seen: Counter = Counter()
+    ranked = []
+    for rec, segs in cands:
+        pid = str(_problem(rec)["id"])
+        ranked.append((seen[pid], len(ranked), rec, segs))
+        seen[pid] += 1
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    out = []
+    for _, _, rec, segs in ranked[: max(n, 0)]:
+        prob = _problem(rec)
+        out.append({
+            "key": record_key(prob["id"], rec.get("role"), rec.get("sample", 0), f"baseline:{name}"),
+            "problem_id": prob["id"],
+            "prompt": training_prompt(prob["problem"]),
+            "segments": [s.to_dict() for s in segs],
+            "mask_until_first_transition": False,
+            "case": None,
+            "first": teacher,
+            "subset": prob.get("subset"),
+            "family": prob.get("family"),
+            "source": f"baseline:{name}",
+            "sample": rec.get("sample", 0),
+            "role": rec.get("role"),
+            "answer": prob.get("answer"),
+        })
+    if len(out) < n:
+        log.warning("baseline %s: only %d correct %s-teacher trajectories for a budget of %d", name, len(out), teacher, n)
+    return sorted(out, key=lambda ex: ex["key"])
+
+
+def composition_stats(examples: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> pd.DataFrame:
+    """Counts per (case, first teacher, subset): ``kept`` plus one column per drop reason, and a
+    final ``all`` row. Unknown values (e.g. the case of a failed rollout) show as ``-``."""
+    rows = [{"case": ex.get("case"), "first": ex.get("first"), "subset": ex.get("subset"), "status": "kept"}
+            for ex in examples]
+    rows += [{"case": d.get("case"), "first": d.get("first"), "subset": d.get("subset"), "status": d["reason"]}
+             for d in dropped]
+    cols = ["kept"] + [r for r in DROP_REASONS if any(d["reason"] == r for d in dropped)]
+    cols += sorted({d["reason"] for d in dropped} - set(cols))
+    if not rows:
+        return pd.DataFrame(columns=["case", "first", "subset", *cols, "total"])
+    df = pd.DataFrame(rows).fillna("-").astype(str)
+    table = df.pivot_table(index=["case", "first", "subset"], columns="status", aggfunc="size", fill_value=0)
+    table = table.reindex(columns=cols, fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table = table.reset_index()
+    total = {"case": "all", "first": "all", "subset": "all", **{c: int(table[c].sum()) for c in [*cols, "total"]}}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    table.columns.name = None
+    return table
+
+
+# --- the stage ------------------------------------------------------------------------------------
+def read_teacher_records(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Teacher rollout records of a run: the ok records of ``dualdistill.rollouts.load_teacher_records``
+    plus the run's latest failed records (so pairs lost to a failed rollout are counted as such);
+    without that module, the latest record per key of ``RunPaths.teacher_rollouts``."""
+    path = RunPaths.of(cfg).teacher_rollouts
+    try:
+        from dualdistill.rollouts import load_teacher_records, rollout_hash
+    except ImportError:
+        if not path.is_file():
+            raise FileNotFoundError(f"teacher rollouts not found at {path}: run stage 01 first") from None
+        return list(JsonlStore(path).latest().values())
+    records = list(load_teacher_records(cfg))
+    have = {(str(_problem(r)["id"]), r.get("role"), r.get("sample", 0)) for r in records}
+    chash = rollout_hash(cfg)
+    for r in JsonlStore(path).latest().values():
+        slot = (str((r.get("problem") or {}).get("id")), r.get("role"), r.get("sample", 0))
+        if r.get("status") != "ok" and r.get("config_hash", chash) == chash and slot not in have:
+            records.append(r)
+            have.add(slot)
+    return records
+
+
+def _input_hash(records: list[dict[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for line in sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records):
+        h.update(line.encode())
+    return h.hexdigest()[:16]
+
+
+def _stats_paths(t1: Path) -> dict[str, Path]:
+    return {"stats_csv": t1.with_name("stats.csv"), "summary": t1.with_name("summary.json"),
+            "dropped": t1.with_name("dropped.jsonl"), "config": t1.with_name("config.yaml")}
+
+
+def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Compose, balance and write T1 (+ stats, config) and the configured baselines.
+
+    Resumable: when ``summary.json`` beside T1 records the same config hash (composition,
+    baselines) and the same input hash (teacher records) and all outputs exist, nothing is redone."""
+    paths = RunPaths.of(cfg)
+    if records is None:
+        records = read_teacher_records(cfg)
+    side = _stats_paths(paths.t1)
+    config_hash = cfg.hash("composition", "baselines")
+    input_hash = _input_hash(records)
+    outputs = [paths.t1, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
+    if side["summary"].is_file() and all(p.is_file() for p in outputs):
+        old = json.loads(side["summary"].read_text())
+        if old.get("config_hash") == config_hash and old.get("input_hash") == input_hash:
+            log.info("compose: outputs at %s are up to date (config %s)", paths.t1.parent, config_hash)
+            return {**old, "skipped": True}
+
+    composed, dropped = compose_all(records, cfg.composition)
+    t1, report = balance(composed, cfg.composition)
+    dropped = dropped + report["dropped"]
+    stats = composition_stats(t1, dropped)
+
+    write_jsonl(paths.t1, t1)
+    stats.to_csv(side["stats_csv"], index=False)
+    write_jsonl(side["dropped"], dropped)
+    cfg.save(side["config"])
+
+    baselines = {}
+    for name, teacher in sorted(cfg.baselines.items()):
+        ex = baseline_examples(records, teacher, len(t1), cfg.composition.seed, name=name)
+        available = len(_baseline_pool(records, teacher, name))
+        write_jsonl(paths.baseline_data(name), ex)
+        cfg.save(paths.baseline_data(name).with_name("config.yaml"))
+        baselines[name] = {"teacher": teacher, "n": len(ex), "requested": len(t1), "available": available}
+
+    summary = {
+        "n_t1": len(t1),
+        "n_pairs": len(composed) + sum(1 for d in dropped if d["reason"] in ("both_wrong", "invalid_format")),
+        "cases": dict(sorted(Counter(ex["case"] for ex in t1).items())),
+        "first": dict(sorted(Counter(ex["first"] for ex in t1).items())),
+        "subsets": dict(sorted(Counter(str(ex["subset"]) for ex in t1).items())),
+        "masked_before_transition": sum(ex["mask_until_first_transition"] for ex in t1),
+        "dropped": dict(sorted(Counter(d["reason"] for d in dropped).items())),
+        "balance": {k: v for k, v in report.items() if k != "dropped"},
+        "baselines": baselines,
+        "config_hash": config_hash,
+        "input_hash": input_hash,
+        "paths": {"t1": str(paths.t1), **{k: str(v) for k, v in side.items()},
+                  **{f"baseline:{n}": str(paths.baseline_data(n)) for n in cfg.baselines}},
+        "skipped": False,
+    }
+    tmp = side["summary"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(side["summary"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m dualdistill.compose PARAMS [section.field=value ...]``"""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0 if argv else 2)
+    cfg = load_config(argv[0], dict(parse_override(a) for a in argv[1:]))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = run_compose(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k != "paths"}, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

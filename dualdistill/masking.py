@@ -1,0 +1,281 @@
+"""Exact SFT loss masks from segment kinds: which tokens of a training example carry loss (DESIGN §3).
+
+    from dualdistill.masking import tokenize_with_labels, mask_view_ansi
+    enc = tokenize_with_labels(tok, ex["prompt"], ex["segments"],
+                               mask_until_first_transition=ex["mask_until_first_transition"])
+    print(mask_view_ansi(tok, ex))   # trained tokens green, masked grey
+
+The text is ``prompt + render(segments)``; masks are decided on *characters* from the segment
+spans (``formatting.segment_spans``), then mapped to tokens with ONE tokenizer call that returns
+offsets — linear time, no re-decoding (the official code decoded one token prefix at a time:
+quadratic, with an off-by-one at the executor tags).
+
+Character rules (a segment's span is its whole rendered text: opening tag, text, closing tag and
+the newline that ends it, e.g. ``<code>\\n...\\n</code>\\n``):
+
+- the prompt: masked;
+- ``executor`` segments (tags and contents) and ``notice`` segments (call-cap notices): written by
+  the environment, masked;
+- ``code`` segments: trained only if their execution status is ``ok``. The status is
+  ``meta["status"]`` of the code segment; if it has none, that of the ``executor`` segment right
+  after it; if neither says anything the code counts as never run (``not_run``) and is masked.
+  A failed block is masked together with its trailing newline (``</code>\\n``);
+- with ``mask_until_first_transition``: everything of the completion before the first
+  ``transition`` segment is masked; the transition sentence and what follows are trained (subject
+  to the rules above). Without any transition segment the flag has no effect;
+- everything else (think, answer, transition, text, ok code) is trained, including its tags;
+- the EOS token (``eos=True``) is appended as a token id and trained.
+
+Token rule (straddling): a token is trained iff **at least one of its characters is trained**, so
+every character the student should learn is covered by a trained token; a token that mixes
+environment and student characters (e.g. a merged ``">\\n<"``) is trained. Tokens with an empty
+offset span take the status of the character they start at.
+
+The tokenizer call uses ``add_special_tokens=False``: the prompt carries its own BOS text.
+
+Against the official rule (mask from the token that completes ``<executor>`` to the token that
+completes ``</executor>``) the labels differ only at an executor block's edges: the tokens of the
+opening tag before the one completing it (the official off-by-one trains them), a newline token
+after ``</executor>`` (the environment wrote it: masked here), and tokens straddling the block's
+edge (trained here). ``tests/test_masking.py`` checks exactly that.
+"""
+
+from __future__ import annotations
+
+import html
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dualdistill import formatting
+from dualdistill.formatting import Segment
+
+IGNORE_INDEX = -100
+ENVIRONMENT_KINDS = ("executor", "notice")
+
+
+def _as_segments(completion: list[Segment] | list[dict[str, Any]]) -> list[Segment]:
+    out = []
+    for i, s in enumerate(completion):
+        if isinstance(s, Segment):
+            out.append(s)
+        elif isinstance(s, dict):
+            try:
+                out.append(Segment.from_dict(s))
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"segment {i}: not a valid segment dict ({err})") from None
+        else:
+            raise TypeError(f"segment {i}: expected Segment or dict, got {type(s).__name__}")
+    return out
+
+
+def code_status(segments: list[Segment], i: int) -> str:
+    """Execution status of code segment ``i``: its own ``meta["status"]``, else the status of the
+    executor segment right after it, else ``not_run``."""
+    status = segments[i].meta.get("status")
+    if status is None and i + 1 < len(segments) and segments[i + 1].kind == "executor":
+        status = segments[i + 1].meta.get("status")
+    return str(status) if status is not None else "not_run"
+
+
+def segment_trained(segments: list[Segment], i: int) -> bool:
+    """Whether segment ``i`` carries loss by kind and status (ignoring the transition rule)."""
+    kind = segments[i].kind
+    if kind in ENVIRONMENT_KINDS:
+        return False
+    if kind == "code":
+        return code_status(segments, i) == "ok"
+    return True
+
+
+def trained_char_spans(prompt: str, completion: list[Segment] | list[dict[str, Any]], *,
+                       mask_until_first_transition: bool = False) -> list[tuple[int, int]]:
+    """Sorted, merged ``(start, end)`` spans of ``prompt + render(completion)`` that carry loss."""
+    segments = _as_segments(completion)
+    first_transition = next((i for i, s in enumerate(segments) if s.kind == "transition"), None)
+    start_at = first_transition if (mask_until_first_transition and first_transition is not None) else 0
+    base = len(prompt)
+    spans: list[tuple[int, int]] = []
+    for i, (start, end, _, _) in enumerate(formatting.segment_spans(segments)):
+        if i < start_at or not segment_trained(segments, i) or start == end:
+            continue
+        if spans and spans[-1][1] == base + start:
+            spans[-1] = (spans[-1][0], base + end)
+        else:
+            spans.append((base + start, base + end))
+    return spans
+
+
+def token_trained(offsets: list[tuple[int, int]] | np.ndarray, spans: list[tuple[int, int]], n_chars: int) -> np.ndarray:
+    """Boolean per token: does its character span ``[s, e)`` contain a trained character?
+
+    Linear in characters + tokens (prefix sums over a per-character trained mask)."""
+    inside = np.zeros(n_chars + 1, dtype=np.int32)
+    for s, e in spans:
+        inside[s] += 1
+        inside[e] -= 1
+    cum = np.zeros(n_chars + 1, dtype=np.int64)
+    np.cumsum(np.cumsum(inside[:n_chars]) > 0, out=cum[1:])
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts = np.minimum(off[:, 0], n_chars)
+    ends = np.minimum(np.maximum(off[:, 1], starts + 1), n_chars)
+    starts = np.minimum(starts, ends)
+    return (cum[ends] - cum[starts]) > 0
+
+
+def tokenize_with_labels(tokenizer: Any, prompt: str, completion: list[Segment] | list[dict[str, Any]], *,
+                         mask_until_first_transition: bool = False, max_length: int | None = None,
+                         eos: bool = True, return_offsets: bool = False) -> dict[str, Any]:
+    """Token ids and labels (``-100`` where no loss) of one training example.
+
+    Returns ``input_ids``, ``labels`` (lists of int), ``trained_spans`` (character spans of
+    ``text``), ``text``, ``num_trained``, ``truncated`` (``max_length`` cut the sequence, keeping
+    its start) and, with ``return_offsets``, ``offsets`` (``[start, end]`` per token in ``text``;
+    the EOS token gets ``[len, len]``)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("tokenize_with_labels needs a fast (Rust) tokenizer: offsets are not available otherwise")
+    segments = _as_segments(completion)
+    text = prompt + formatting.render(segments)
+    spans = trained_char_spans(prompt, segments, mask_until_first_transition=mask_until_first_transition)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    flat = np.fromiter(chain.from_iterable(enc["offset_mapping"]), dtype=np.int64, count=2 * len(ids))
+    offsets = flat.reshape(-1, 2)
+    trained = token_trained(offsets, spans, len(text))
+    if eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("eos=True but the tokenizer has no eos_token")
+        ids = np.append(ids, tokenizer.eos_token_id)
+        trained = np.append(trained, True)
+        offsets = np.vstack([offsets, [[len(text), len(text)]]])
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        ids, trained, offsets = ids[:max_length], trained[:max_length], offsets[:max_length]
+    labels = np.where(trained, ids, IGNORE_INDEX)
+    out = {
+        "input_ids": ids.tolist(),
+        "labels": labels.tolist(),
+        "trained_spans": spans,
+        "text": text,
+        "num_trained": int(trained.sum()),
+        "truncated": bool(truncated),
+    }
+    if return_offsets:
+        out["offsets"] = offsets.tolist()
+    return out
+
+
+# --- views -----------------------------------------------------------------------------------------
+def _example_fields(example: dict[str, Any]) -> tuple[str, list[Segment], bool]:
+    for field in ("prompt", "segments"):
+        if field not in example:
+            raise KeyError(f"training example {example.get('key', '?')!r} has no field {field!r}")
+    return example["prompt"], _as_segments(example["segments"]), bool(example.get("mask_until_first_transition", False))
+
+
+def mask_pieces(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: bool = False) -> list[tuple[str, bool]]:
+    """``(text, trained)`` per token of a training example (tokenizer ``None``: per character span,
+    for a run whose student tokenizer does not exist yet).
+
+    With ``show_prompt=False`` the prompt's tokens are collapsed into one masked placeholder
+    (a token straddling the prompt's end is shown whole)."""
+    prompt, segments, flag = _example_fields(example)
+    if tokenizer is None:
+        text = prompt + formatting.render(segments)
+        spans = trained_char_spans(prompt, segments, mask_until_first_transition=flag)
+        pieces, pos = [], 0
+        for s, e in spans:
+            if s > pos:
+                pieces.append((text[pos:s], False))
+            pieces.append((text[s:e], True))
+            pos = e
+        if pos < len(text):
+            pieces.append((text[pos:], False))
+        if not show_prompt:
+            pieces = _collapse_prompt(pieces, len(prompt), f"[prompt: {len(prompt)} characters]")
+        return pieces
+    enc = tokenize_with_labels(tokenizer, prompt, segments, mask_until_first_transition=flag, return_offsets=True)
+    text = enc["text"]
+    pieces, prev_end = [], 0
+    eos_text = tokenizer.eos_token or ""
+    for (s, e), label in zip(enc["offsets"], enc["labels"], strict=True):
+        piece = eos_text if s == e == len(text) else text[max(s, prev_end):e]
+        prev_end = max(prev_end, e)
+        pieces.append((piece, label != IGNORE_INDEX))
+    if not show_prompt:
+        n_prompt = sum(1 for _, e in enc["offsets"] if e <= len(prompt))
+        head = f"[prompt: {n_prompt} tokens]"
+        pieces = [(head, False)] + pieces[n_prompt:] if n_prompt else pieces
+    return pieces
+
+
+def _collapse_prompt(pieces: list[tuple[str, bool]], n_chars: int, head: str) -> list[tuple[str, bool]]:
+    out, pos = [(head, False)], 0
+    for text, trained in pieces:
+        if pos + len(text) <= n_chars:
+            pos += len(text)
+            continue
+        cut = max(0, n_chars - pos)
+        out.append((text[cut:], trained))
+        pos += len(text)
+    return out
+
+
+_HTML_COLORS = {True: ("#b7ebc0", "#8fd9a0"), False: ("#e4e4e4", "#cfcfcf")}
+
+
+def mask_view_html(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: bool = False,
+                   max_tokens: int | None = None) -> str:
+    """HTML: trained tokens on green, masked on grey (alternating shades mark token boundaries)."""
+    pieces = mask_pieces(tokenizer, example, show_prompt=show_prompt)
+    shown = pieces if max_tokens is None else pieces[:max_tokens]
+    unit = "tokens" if tokenizer is not None else "spans"
+    if tokenizer is not None:
+        prompt, segments, flag = _example_fields(example)
+        enc = tokenize_with_labels(tokenizer, prompt, segments, mask_until_first_transition=flag)
+        counts = f"{len(enc['input_ids'])} tokens, {enc['num_trained']} trained"
+    else:
+        counts = f"{sum(len(t) for t, tr in pieces if tr)} trained characters"
+    spans = []
+    for i, (text, trained) in enumerate(shown):
+        color = _HTML_COLORS[trained][i % 2]
+        body = html.escape(text).replace("\n", "↵\n")
+        title = "trained" if trained else "masked (no loss)"
+        spans.append(f'<span style="background:{color}" title="{title}">{body}</span>')
+    more = f"<br><i>… {len(pieces) - len(shown)} more {unit}</i>" if len(shown) < len(pieces) else ""
+    legend = (f'<div style="font-family:sans-serif;font-size:90%">{counts} · '
+              f'<span style="background:{_HTML_COLORS[True][0]}">trained</span> '
+              f'<span style="background:{_HTML_COLORS[False][0]}">masked</span></div>')
+    return (f'{legend}<pre style="white-space:pre-wrap;font-size:85%;line-height:1.5">'
+            f'{"".join(spans)}</pre>{more}')
+
+
+def mask_view_ansi(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: bool = False,
+                   max_tokens: int | None = None) -> str:
+    """Terminal view: trained tokens on green, masked on grey (two shades alternate per token)."""
+    pieces = mask_pieces(tokenizer, example, show_prompt=show_prompt)
+    shown = pieces if max_tokens is None else pieces[:max_tokens]
+    codes = {True: ("\x1b[30;42m", "\x1b[30;102m"), False: ("\x1b[37;100m", "\x1b[30;47m")}
+    out = []
+    for i, (text, trained) in enumerate(shown):
+        color = codes[trained][i % 2]
+        out.append("\n".join(f"{color}{line}\x1b[0m" if line else "" for line in text.replace("\n", "↵\n").split("\n")))
+    tail = f"\n… {len(pieces) - len(shown)} more" if len(shown) < len(pieces) else ""
+    return "".join(out) + tail
+
+
+def load_student_tokenizer(cfg: Any) -> Any:
+    """The student's tokenizer: ``RunPaths.tiny_base`` when ``cfg.student.model == "tiny"``,
+    else ``cfg.student.model`` (a path or hub id)."""
+    from transformers import AutoTokenizer
+
+    from dualdistill.paths import RunPaths
+
+    if cfg.student.model == "tiny":
+        path = RunPaths.of(cfg).tiny_base
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"tiny student tokenizer not found at {path}: stage 01 builds it (dualdistill.tiny)")
+        return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(cfg.student.model)
