@@ -1,0 +1,165 @@
+"""Analysis: the β1/β2 selection counts, the results table, run_analysis and notebook 06 on the
+fake run in tests/fixtures/analysis (built by its make_fixture.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dualdistill import analysis
+from dualdistill.config import load_config
+from dualdistill.paths import RunPaths
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "analysis"
+PARAMS = FIXTURE / "params.yaml"
+FIGURES = ["accuracy", "tool_use", "tokens_vs_accuracy", "composition", "gbar_hist", "selection_sweep"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load_make_fixture():
+    spec = importlib.util.spec_from_file_location("make_fixture", FIXTURE / "make_fixture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fixture_cfg(tmp_path):
+    """A copy of the fake run under tmp_path/outputs/fixture and its config."""
+    shutil.copytree(FIXTURE / "run", tmp_path / "outputs" / "fixture")
+    return load_config(PARAMS, {"output_dir": str(tmp_path / "outputs")})
+
+
+# --- selection counts ---------------------------------------------------------------------------
+# (ḡ values, β1, β2, expected subset of the counts); strict inequalities, ḡ = 1 never counts.
+SELECTION_CASES = [
+    ([0.0, 0.25, 0.5, 1.0], 0.0, 0.9, {"eligible": 3, "solved": 1, "verify": 2, "correct": 3, "both": 2,
+                                       "examples": 5, "problems_used": 3}),
+    ([0.0, 0.25, 0.5, 1.0], 0.25, 0.25, {"verify": 1, "correct": 1, "both": 0, "problems_used": 2}),  # ties excluded
+    ([0.9, 0.95], 0.0, 0.9, {"verify": 2, "correct": 0, "examples": 2}),  # ḡ = β2 is not a correction
+    ([1.0, 1.0], 0.0, 1.0, {"eligible": 0, "verify": 0, "correct": 0, "examples": 0}),  # solved: nothing to learn
+    ([], 0.0, 0.9, {"problems": 0, "examples": 0}),
+]
+
+
+@pytest.mark.parametrize(("gbar", "beta1", "beta2", "expected"), SELECTION_CASES)
+def test_selection_counts(gbar, beta1, beta2, expected):
+    counts = analysis.selection_counts(gbar, beta1, beta2)
+    assert {k: counts[k] for k in expected} == expected
+    assert counts["examples"] == counts["verify"] + counts["correct"]
+
+
+def test_selection_counts_rejects_values_outside_unit_interval():
+    with pytest.raises(ValueError, match="ḡ values must lie in"):
+        analysis.selection_counts([0.5, 1.5], 0.0, 0.9)
+
+
+def test_selection_sweep_leaves_out_invalid_pairs():
+    sweep = analysis.selection_sweep([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    assert len(sweep) == 6 and (sweep["beta1"] <= sweep["beta2"]).all()
+    row = sweep[(sweep.beta1 == 0.0) & (sweep.beta2 == 1.0)].iloc[0]
+    assert (row["verify"], row["correct"]) == (1, 2)
+
+
+# --- results table ----------------------------------------------------------------------------
+def test_results_table_matches_records_and_paper(fixture_cfg):
+    rows = analysis.load_eval_rows(fixture_cfg)
+    table = analysis.results_table(rows)
+    assert list(table.index[:3]) == ["S0", "S1", "S2"]
+    assert table.loc["S2", ("world_test", "L")] == pytest.approx(100.0)
+    assert table.loc["S1", ("world_test", "S")] == pytest.approx(75.0)
+    assert table.loc["S2", ("aime2025", "S")] == pytest.approx(50.0)
+    assert table.loc["S2", ("avg", "S")] == pytest.approx((87.5 + 50.0) / 2)
+    ref = analysis.REFERENCE_PREFIX + "Agentic-R1-7B"
+    assert table.loc[ref, ("aime2025", "S")] == 28.0 and table.loc[ref, ("aime2025", "L")] == 40.7
+    assert table.loc[ref, ("avg", "L")] == 40.7  # the paper's rows average over the matched benchmarks
+    md = analysis.table_markdown(table)
+    assert "| S2 | 87.5/100.0 | 50.0/75.0 | 68.8/87.5 |" in md
+    assert "| paper: Agentic-R1-7B | —/— | 28.0/40.7 | 28.0/40.7 |" in md
+    no_ref = analysis.results_table(rows, reference=False, budgets=["L"], models=["S1"])
+    assert list(no_ref.index) == ["S1"] and list(no_ref.columns.get_level_values(1)) == ["L"] * 3
+
+
+# --- the stage --------------------------------------------------------------------------------
+def test_run_analysis_on_fixture(fixture_cfg):
+    out = analysis.run_analysis(fixture_cfg)
+    paths = RunPaths.of(fixture_cfg)
+    assert sorted(out["plots"]) == sorted(FIGURES) and out["skipped"] == {}
+    for name in FIGURES:
+        png = paths.plots / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, name
+    md = Path(out["results_md"]).read_text()
+    assert "| S1 | 75.0/87.5 | 25.0/25.0 | 50.0/56.2 |" in md and "![accuracy](../plots/accuracy.png)" in md
+    summary = json.loads(paths.summary.read_text())
+    assert summary["t1"] == {"examples": 12}  # another stage's key survives
+    assert len({(r["model"], r["benchmark"], r["budget"]) for r in summary["eval"]}) == 12
+    m = out["metrics"]
+    assert m["accuracy"]["S0/world_test/S"] == 0.25 and m["tool_use_rate"]["S1/world_test/S"] == 0.5
+    assert m["t1_cases"] == {"01": 6, "10": 3, "11": 3}
+    assert m["selection"]["verify"] == 4 and m["selection"]["correct"] == 6 and m["selection"]["solved"] == 2
+    assert m["mean_gbar"] == pytest.approx((0 + 0 + 0.25 + 0.5 + 0.5 + 0.75 + 1 + 1) / 8)
+
+
+def test_missing_inputs_skip_their_figures(fixture_cfg, capsys):
+    paths = RunPaths.of(fixture_cfg)
+    shutil.rmtree(paths.sd_samples.parent)
+    paths.t1.unlink()
+    out = analysis.run_analysis(fixture_cfg)
+    assert sorted(out["skipped"]) == ["composition", "gbar_hist", "selection_sweep"]
+    assert sorted(out["plots"]) == ["accuracy", "tokens_vs_accuracy", "tool_use"]
+    printed = capsys.readouterr().out
+    assert "skipping gbar_hist: no self-distillation samples" in printed and "run stage 04" in printed
+    assert "selection" not in out["metrics"]
+
+
+def test_no_records_at_all_skips_everything(tmp_path, capsys):
+    cfg = load_config(PARAMS, {"output_dir": str(tmp_path / "outputs")})
+    out = analysis.run_analysis(cfg)
+    assert out["plots"] == {} and sorted(out["skipped"]) == sorted(FIGURES)
+    assert "_no evaluation records_" in Path(out["results_md"]).read_text()
+    assert "run stage 05" in capsys.readouterr().out
+
+
+def test_summary_json_is_used_when_records_are_gone(fixture_cfg):
+    analysis.run_analysis(fixture_cfg)  # writes summary.json from the records
+    shutil.rmtree(RunPaths.of(fixture_cfg).root / "eval")
+    rows = analysis.load_eval_rows(fixture_cfg)
+    assert any(r["model"] == "S2" and r["accuracy"] == 1.0 for r in rows)
+
+
+def test_committed_fixture_matches_its_generator(tmp_path):
+    built = _load_make_fixture().build(tmp_path / "run")
+    committed = FIXTURE / "run"
+    files = sorted(p.relative_to(built) for p in built.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    for f in files:
+        assert (built / f).read_bytes() == (committed / f).read_bytes(), (
+            f"{f} is stale: run .venv/bin/python tests/fixtures/analysis/make_fixture.py")
+
+
+# --- notebook 06 --------------------------------------------------------------------------------
+def test_notebook_06_on_fixture(tmp_path):
+    """papermill runs the notebook with the default "python3" kernel: jupyter_client starts a
+    kernel spec whose argv is "python" with the interpreter running papermill (this venv)."""
+    import scrapbook as sb
+
+    from dualdistill.runner import execute_notebook
+
+    shutil.copytree(FIXTURE / "run", tmp_path / "outputs" / "fixture")
+    out_nb = tmp_path / "06_analysis.ipynb"
+    execute_notebook(REPO / "notebooks" / "06_analysis.ipynb", out_nb,
+                     {"params": str(PARAMS.relative_to(REPO)), "overrides": {"output_dir": str(tmp_path / "outputs")}},
+                     progress=False)
+    plots = tmp_path / "outputs" / "fixture" / "plots"
+    for name in FIGURES:
+        assert (plots / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    scraps = sb.read_notebook(str(out_nb)).scraps.data_dict
+    assert scraps["plots"] == sorted(FIGURES) and scraps["skipped"] == {}
+    assert scraps["accuracy"]["S2/world_test/L"] == 1.0
+    assert scraps["selection"]["examples"] == 10
+    assert scraps["t1_cases"] == {"01": 6, "10": 3, "11": 3}

@@ -1,0 +1,339 @@
+"""Evaluation: replayed traces on the shared AIME 2025 set grade exactly as built, resume, retry
+failures, the whole stage with its summary, missing checkpoints, and the benchmark registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dualdistill import benchmarks, evaluation, formatting
+from dualdistill.backends.replay import ReplayPolicy
+from dualdistill.config import DataSource, EvalModel, PolicyConfig, config_from_dict
+from dualdistill.metrics import summarize
+from dualdistill.paths import RunPaths
+from dualdistill.policy import Generation, GenerationRequest, Policy
+from dualdistill.problems import Problem, load_source
+from dualdistill.store import JsonlStore
+
+from .conftest import SHARED_FILES
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def trace(answer: str) -> str:
+    return f"<think>\nLet me work this out carefully.\n</think>\nThe answer is \\boxed{{{answer}}}."
+
+
+WRONG = "100000"  # no AIME answer (all are below 1000 or in degrees)
+
+
+def right_a(i: int) -> bool:  # replay field "a" (sample 0) is right on every third problem
+    return i % 3 == 0
+
+
+def right_b(i: int) -> bool:  # replay field "b" (sample 1) is right on even problems
+    return i % 2 == 0
+
+
+def write_replay(path, problems: list[Problem], *, skip: set[str] = frozenset()) -> str:
+    with open(path, "w") as f:
+        for i, p in enumerate(problems):
+            if p.id in skip:
+                continue
+            wrong = WRONG
+            f.write(json.dumps({"id": p.id, "a": trace(p.answer if right_a(i) else wrong),
+                                "b": trace(p.answer if right_b(i) else wrong)}) + "\n")
+    return str(path)
+
+
+class Spy(Policy):
+    """Counts the (problem, sample) pairs a policy is asked to generate."""
+
+    name = "spy"
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner, self.asked = inner, []
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        self.asked += [(r.context["problem"].id, r.context["sample"]) for r in requests]
+        return self.inner.generate(requests)
+
+
+@pytest.fixture(scope="module")
+def aime(shared_data) -> list[Problem]:
+    problems = load_source(DataSource(kind="dualdistill", name="aime2025", path=str(shared_data / "test/aime2025.jsonl")))
+    assert len(problems) == 30
+    return problems
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from dualdistill.config import SandboxConfig
+    from dualdistill.rollout import make_sandbox_pool
+
+    p = make_sandbox_pool(SandboxConfig(workers=2))
+    yield p
+    p.close()
+
+
+def evaluate(policy, problems, store, pool, **kw):
+    args = dict(model_name="replayer", benchmark="aime2025", budget_name="S", budget=4096, samples=2,
+                temperature=0.6, tools=True, max_code_calls=4, sandbox_pool=pool, store=store, seed=0,
+                progress=False)
+    args.update(kw)
+    return evaluation.evaluate_model(policy, problems, **args)
+
+
+# --- evaluate_model -------------------------------------------------------------------------------
+def test_replay_on_aime2025_grades_exactly_as_built(tmp_path, aime, pool):
+    cfg = PolicyConfig(backend="replay", replay_path=write_replay(tmp_path / "r.jsonl", aime), replay_fields=["a", "b"])
+    store = JsonlStore(tmp_path / "eval.jsonl")
+    records = evaluate(ReplayPolicy(cfg), aime, store, pool)
+    assert len(records) == 60 and [r["sample"] for r in records[:2]] == [0, 1]
+    for i, p in enumerate(aime):
+        r0, r1 = records[2 * i], records[2 * i + 1]
+        assert r0["problem"]["id"] == p.id and r0["status"] == "ok"
+        assert (r0["correct"], r1["correct"]) == (right_a(i), right_b(i)), p.id
+        assert r0["final_answer"] == (p.answer if right_a(i) else WRONG)
+        assert r0["format_valid"] and r0["trajectory"]["n_code_calls"] == 0
+    row = summarize(records)[0]
+    n_a, n_b = sum(map(right_a, range(30))), sum(map(right_b, range(30)))  # 10, 15
+    assert row["n_problems"] == 30 and row["n_samples"] == 60
+    assert row["accuracy"] == pytest.approx((n_a + n_b) / 60)
+    both_wrong = sum(not right_a(i) and not right_b(i) for i in range(30))
+    assert row["pass@2"] == pytest.approx((30 - both_wrong) / 30)
+    assert row["maj@2"] == pytest.approx(n_a / 30)  # 1-1 ties go to sample 0
+    assert row["tool_use_rate"] == 0 and row["format_valid_rate"] == 1.0
+
+
+def test_resume_generates_only_missing_samples(tmp_path, aime, pool):
+    problems = aime[:6]
+    cfg = PolicyConfig(backend="replay", replay_path=write_replay(tmp_path / "r.jsonl", problems), replay_fields=["a", "b"])
+    store = JsonlStore(tmp_path / "eval.jsonl")
+    first = evaluate(ReplayPolicy(cfg), problems, store, pool)
+    lines = store.path.read_text().splitlines(keepends=True)
+    # a crash: the last two records never made it, and a torn line was left behind
+    store.path.write_text("".join(lines[:-2]) + lines[-2][:40])
+    spy = Spy(ReplayPolicy(cfg))
+    again = evaluate(spy, problems, JsonlStore(store.path), pool)
+    assert sorted(set(spy.asked)) == [(problems[5].id, 0), (problems[5].id, 1)]
+    assert [r["correct"] for r in again] == [r["correct"] for r in first]
+    spy = Spy(ReplayPolicy(cfg))
+    assert len(evaluate(spy, problems, JsonlStore(store.path), pool, samples=3)) == 18  # more samples: only new ones
+    assert {s for _, s in spy.asked} == {2}
+    spy = Spy(ReplayPolicy(cfg))
+    evaluate(spy, problems, JsonlStore(store.path), pool, temperature=0.0)  # another config: all new keys
+    assert len(set(spy.asked)) == 12
+
+
+def test_failed_samples_are_recorded_then_retried(tmp_path, aime, pool):
+    problems = aime[:3]
+    path = tmp_path / "r.jsonl"
+    cfg = PolicyConfig(backend="replay", replay_path=write_replay(path, problems, skip={problems[1].id}),
+                       replay_fields=["a", "b"])
+    store = JsonlStore(tmp_path / "eval.jsonl")
+    records = evaluate(ReplayPolicy(cfg), problems, store, pool)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2 and all(not r["correct"] and "no recorded trace" in r["error"] for r in failed)
+    assert summarize(records)[0]["n_failed"] == 2
+    write_replay(path, problems)  # the traces appear: a rerun retries only the failures
+    spy = Spy(ReplayPolicy(cfg))
+    records = evaluate(spy, problems, JsonlStore(store.path), pool)
+    assert {pid for pid, _ in spy.asked} == {problems[1].id}
+    assert all(r["status"] == "ok" for r in records)
+    row = summarize(store.read())[0]  # the old failed records are superseded
+    assert row["n_failed"] == 0 and row["n_samples"] == 6
+
+
+class CodeThenAnswer(Policy):
+    """Writes one code block printing 6*7, then answers with what the executor printed."""
+
+    name = "code_then_answer"
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        out = []
+        for req in requests:
+            done = req.context["completion"]
+            if "<executor>" not in done:
+                text = "I will compute it.\n</think>\n<code>\nprint(6 * 7)\n</code>"
+            else:
+                seen = done.rsplit("<executor>\n", 1)[1].split("\n", 1)[0]
+                text = f"<think>\nThe executor says {seen}.\n</think>\n<answer>\n{formatting.answer_text(seen)}\n</answer>"
+            stop = next((s for s in req.stop if s in text), None)
+            text = text[: text.find(stop)] if stop else text
+            out.append(Generation(text, "stop" if stop else "eos", self.count_tokens(text), stop=stop))
+        return out
+
+
+def test_code_really_runs_and_counts_as_tool_use(tmp_path, pool):
+    problems = [Problem("t/0", "What is 6*7?", "42", "t"), Problem("t/1", "What is 6*7+1?", "43", "t")]
+    records = evaluate(CodeThenAnswer(), problems, JsonlStore(tmp_path / "e.jsonl"), pool, benchmark="toy", samples=1)
+    assert [r["correct"] for r in records] == [True, False]
+    kinds = [s["kind"] for s in records[0]["trajectory"]["segments"]]
+    assert kinds == ["think", "code", "executor", "think", "answer"]
+    assert records[0]["trajectory"]["segments"][2]["text"] == "42"
+    row = summarize(records)[0]
+    assert row["tool_use_rate"] == 1.0 and row["mean_code_calls"] == 1.0 and row["code_error_rate"] == 0.0
+
+
+# --- the stage ------------------------------------------------------------------------------------
+def stage_cfg(tmp_path, shared_data, models, **eval_kw):
+    data = {
+        "run_name": "evaltest",
+        "output_dir": str(tmp_path / "outputs"),
+        "data": {"test": [{"kind": "dualdistill", "name": "aime2025", "path": str(shared_data / "test/aime2025.jsonl")},
+                          {"kind": "synthetic", "split": "test", "name": "world_test", "n": 4}]},
+        "world": {"n_test": 4},
+        "sandbox": {"workers": 1},
+        "eval": {"models": models, "budgets": {"S": 16, "L": 4096}, "samples": 2, "limit": 6, "max_code_calls": 2,
+                 **eval_kw},
+    }
+    return config_from_dict(data)
+
+
+def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
+    replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
+    cfg = stage_cfg(tmp_path, shared_data, [{"name": "replayer", "policy": replay, "tools": False}])
+    paths = RunPaths.of(cfg)
+    paths.summary.parent.mkdir(parents=True)
+    paths.summary.write_text(json.dumps({"teacher": {"n": 3}, "eval": [{"stale": True}]}))
+    # the world problems have no trace: their samples fail, are recorded and counted
+    out = evaluation.run_evaluation(cfg, progress=False)
+    assert out["models"] == ["replayer"] and out["benchmarks"] == {"aime2025": 6, "world_test": 4}
+    assert out["n_new"] == 2 * 10 * 2 and out["failed"] == 2 * 4 * 2
+    acc = out["accuracy"]["replayer"]
+    # budget S (16 tokens) truncates every trace before its answer; L lets them finish
+    assert acc["aime2025"]["S"] == 0.0
+    assert acc["aime2025"]["L"] == pytest.approx((sum(map(right_a, range(6))) + sum(map(right_b, range(6)))) / 12)
+    summary = json.loads(paths.summary.read_text())
+    assert summary["teacher"] == {"n": 3}
+    rows = {(r["benchmark"], r["budget"], r["subset"]): r for r in summary["eval"]}
+    assert rows[("aime2025", "S", "all")]["truncation_rate"] == 1.0
+    assert rows[("aime2025", "L", "all")]["truncation_rate"] == 0.0
+    assert rows[("world_test", "L", "all")]["n_failed"] == 8 and rows[("world_test", "L", "all")]["n_samples"] == 0
+    assert ("world_test", "L", "computation") in rows and ("world_test", "L", "family:modpow") in rows
+    records = JsonlStore(paths.eval_records("replayer")).read()
+    assert {r["budget_tokens"] for r in records} == {16, 4096} and not any(r["tools"] for r in records)
+    assert (paths.root / "eval" / "config.yaml").is_file()
+    again = evaluation.run_evaluation(cfg, progress=False)  # resumable: only the failures are retried
+    assert again["n_new"] == 16 and again["accuracy"] == out["accuracy"]
+
+
+def test_missing_checkpoints_name_model_and_stage(tmp_path, shared_data):
+    cfg = stage_cfg(tmp_path, shared_data, ["S1", "S2", "text_only"])
+    cfg = cfg.model_copy(update={"baselines": {"text_only": "text"}})
+    with pytest.raises(evaluation.MissingModelError, match=r"'S1'.*models/S1.*stage 03"):
+        evaluation.run_evaluation(cfg, progress=False)
+    models = evaluation.eval_models(cfg)
+    with pytest.raises(evaluation.MissingModelError, match=r"'S2'.*stage 04"):
+        evaluation.model_policy_config(cfg, models[1])
+    with pytest.raises(evaluation.MissingModelError, match=r"'text_only'.*baselines"):
+        evaluation.model_policy_config(cfg, models[2])
+    (RunPaths.of(cfg).model("S1")).mkdir(parents=True)
+    pcfg = evaluation.model_policy_config(cfg, models[0])
+    assert pcfg.model == str(RunPaths.of(cfg).model("S1")) and pcfg.backend == cfg.student.backend
+    # S0 of a hub student is the hub id itself (resolved by the backend, not checked here)
+    hub = cfg.model_copy(update={"student": cfg.student.model_copy(update={"model": "org/some-7b"})})
+    assert evaluation.model_policy_config(hub, EvalModel(name="S0")).model == "org/some-7b"
+
+
+def test_eval_models_and_benchmarks(tmp_path, shared_data):
+    cfg = stage_cfg(tmp_path, shared_data, ["S1", {"name": "api", "policy": {"backend": "openai", "model": "m"}}],
+                    tools=False)
+    models = evaluation.eval_models(cfg)
+    assert [(m.name, m.tools) for m in models] == [("S1", False), ("api", True)]
+    with pytest.raises(ValueError, match="duplicate names"):
+        evaluation.eval_models(stage_cfg(tmp_path, shared_data, ["S1", "S1"]))
+    with pytest.raises(ValueError, match="file-name safe"):
+        evaluation.eval_models(stage_cfg(tmp_path, shared_data, ["../S1"]))
+    benches = evaluation.load_benchmarks(cfg)
+    assert {b: len(p) for b, p in benches.items()} == {"aime2025": 6, "world_test": 4}
+    twice = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test": cfg.data.test[:1] * 2})})
+    with pytest.raises(ValueError, match="two sources are named 'aime2025'"):
+        evaluation.load_benchmarks(twice)
+
+
+def test_sample_hash_and_fingerprint(tmp_path):
+    base = dict(budget=4096, temperature=0.6, tools=True, max_code_calls=10, seed=0)
+    h = evaluation.sample_hash(**base)
+    assert h == evaluation.sample_hash(**base)
+    assert h != evaluation.sample_hash(**{**base, "budget": 512})
+    assert h != evaluation.sample_hash(**base, benchmark_version="2")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"x" * 10)
+    fp = evaluation.model_fingerprint(model)
+    assert "model.safetensors:10:" in fp and evaluation.model_fingerprint(tmp_path / "nope") == ""
+    (model / "model.safetensors").write_bytes(b"x" * 11)  # retrained
+    assert evaluation.model_fingerprint(model) != fp
+
+
+def test_cli_writes_summary(tmp_path, shared_data, aime):
+    replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
+    params = tmp_path / "p.yaml"
+    params.write_text(json.dumps({
+        "run_name": "cli", "output_dir": str(tmp_path / "outputs"),
+        "data": {"test": [{"kind": "dualdistill", "name": "aime2025", "path": str(shared_data / "test/aime2025.jsonl")}]},
+        "eval": {"models": [{"name": "replayer", "policy": replay, "tools": False}], "budgets": {"S": 4096},
+                 "samples": 1},
+    }))
+    out = evaluation.main([str(params), "eval.limit=3"])
+    assert out["benchmarks"] == {"aime2025": 3}
+    rows = json.loads((tmp_path / "outputs" / "cli" / "report" / "summary.json").read_text())["eval"]
+    assert rows[0]["n_samples"] == 3 and rows[0]["accuracy"] == pytest.approx(1 / 3)  # right_a: problem 0 only
+
+
+# --- benchmark registry ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(benchmarks.BENCHMARKS))
+def test_every_benchmark_resolves_and_loads(name):
+    bench = benchmarks.get_benchmark(name)
+    src = benchmarks.benchmark_source(name, limit=None if name != "synthetic" else 6,
+                                      **({"n": 6} if name == "synthetic" else {}))
+    problems = load_source(src)
+    assert len(problems) == (bench.n_problems or 6)
+    assert benchmarks.benchmark_name(src) == name and bench.version
+    assert bench.paper_column is None or bench.paper_column in benchmarks.PAPER_COLUMNS
+    assert bench.build_prompt("Q", code=True) == formatting.build_prompt("Q", code=True)
+    assert bench.extract("<answer>\nThe answer is \\boxed{7}\n</answer>\n") == "7"
+
+
+def test_shared_files_are_all_registered():
+    registered = {b.file for b in benchmarks.BENCHMARKS.values() if b.file}
+    assert registered == {f for f, _ in SHARED_FILES.values() if f.startswith("test/")}
+    assert benchmarks.benchmark_name(DataSource(kind="dualdistill", path="x/math500_test.jsonl")) == "math500"
+    with pytest.raises(KeyError, match="unknown benchmark 'nope'"):
+        benchmarks.get_benchmark("nope")
+    for res in benchmarks.PAPER_RESULTS.values():
+        assert set(res) == {*benchmarks.PAPER_COLUMNS, "avg"}
+
+
+# --- notebook 05 ----------------------------------------------------------------------------------
+def test_notebook_05_with_a_replay_model(tmp_path, shared_data, aime, repo_root):
+    """Notebook 05 end to end on 4 AIME problems with a replayed model (papermill, python3 kernel =
+    the interpreter running the tests)."""
+    import scrapbook as sb
+
+    from dualdistill.runner import execute_notebook
+
+    replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
+    params = tmp_path / "p.yaml"
+    params.write_text(json.dumps({
+        "run_name": "nb05", "output_dir": str(tmp_path / "outputs"),
+        "data": {"test": [{"kind": "dualdistill", "name": "aime2025", "path": str(shared_data / "test/aime2025.jsonl")}]},
+        "eval": {"models": [{"name": "replayer", "policy": replay, "tools": False}], "budgets": {"S": 4096},
+                 "samples": 2},
+    }))
+    out = tmp_path / "05.ipynb"
+    execute_notebook(repo_root / "notebooks" / "05_evaluation.ipynb", out,
+                     {"params": str(params), "overrides": {"eval.limit": 4}}, progress=False)
+    scraps = sb.read_notebook(str(out)).scraps.data_dict
+    # problems 0..3: sample 0 right on 0 and 3, sample 1 right on 0 and 2
+    assert scraps["accuracy"] == {"replayer": {"aime2025": {"S": pytest.approx(4 / 8)}}}
+    assert scraps["n_records"] == 8 and scraps["n_new"] == 8 and scraps["failed"] == 0
+    assert scraps["tool_use_rate"] == {"replayer/aime2025/S": 0.0}
