@@ -1,0 +1,53 @@
+"""The synthetic world of the embedded default: problem families and scripted teachers (DESIGN §5).
+
+    from dualdistill.world import generate_split, tokenizer_corpus
+    problems = generate_split("stage0", world=cfg.world)   # S0 is SFT on text-teacher traces of these
+
+``families`` generates problems with exact answers; ``teachers`` holds the scripted text and
+agentic teachers (policy backend ``scripted``). ``tokenizer_corpus`` gathers the texts the tiny
+model's tokenizer is trained on.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from dualdistill import formatting
+from dualdistill.formatting import Segment
+from dualdistill.world.families import FAMILIES, SPLITS, family_names, generate_split, get_family
+from dualdistill.world.teachers import agent_answer, agent_program, build_scripted_policy, text_solution
+
+__all__ = ["FAMILIES", "SPLITS", "family_names", "generate_split", "get_family", "build_scripted_policy",
+           "text_solution", "agent_program", "agent_answer", "tokenizer_corpus"]
+
+# what the sandbox prints for failed programs (tokenizer coverage only)
+_FAILURE_OUTPUTS = (
+    "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\nMemoryError",
+    "TimeoutError: execution timed out after 3.0 seconds",
+    "Traceback (most recent call last):\n  File \"<string>\", line 2, in <module>\n"
+    "NameError: name 'x' is not defined",
+)
+
+
+def tokenizer_corpus(world: Any = None, per_family: int = 40, seed: int = 0) -> list[str]:
+    """Texts covering what the tiny model reads and writes: the prompts, transition sentences and
+    notices of ``formatting``, world problems (train and stage0 splits, never test), text-teacher
+    solutions and agent programs. Agent trajectories here show the program's expected output (its
+    answer, or a typical failure message) instead of running it: they only teach the tokenizer."""
+    rng = random.Random(f"corpus|{seed}")
+    texts = [formatting.build_prompt("", code=True), formatting.build_prompt("", code=False),
+             formatting.SECOND_TEACHER_INSTRUCTION, formatting.CALL_CAP_NOTICE,
+             *sorted(formatting.KNOWN_TRANSITIONS), *_FAILURE_OUTPUTS]
+    names = list(getattr(world, "families", None) or FAMILIES)
+    for split in ("train", "stage0"):
+        for problem in generate_split(split, n=per_family * len(names), families=names, world=world):
+            texts.append(problem.problem)
+            segments, _ = text_solution(problem, rng)
+            texts.append(formatting.render(segments))
+            prog = agent_program(problem, rng, clever_prob=0.5, typo_prob=0.0)
+            output = problem.answer if prog.kind != "brute" else rng.choice(_FAILURE_OUTPUTS)
+            tail, _ = agent_answer(problem, output, rng)
+            texts.append(formatting.render([Segment("think", prog.think), Segment("code", prog.code),
+                                            Segment("executor", output), *tail]))
+    return texts

@@ -1,0 +1,336 @@
+"""The synthetic world: family answers re-checked independently, splits, scripted teachers.
+
+Teacher tests that run code use the real sandbox (``PythonSandbox``) under the real tool loop
+(``dualdistill.rollout``); a brute-force program on an insight family really times out there.
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+
+from dualdistill import formatting
+from dualdistill.config import PolicyConfig, WorldConfig
+from dualdistill.policy import BACKENDS, GenerationRequest, build_policy
+from dualdistill.problems import Problem
+from dualdistill.world import tokenizer_corpus
+from dualdistill.world.families import FAMILIES, family_names, generate_split, get_family, split_of
+from dualdistill.world.teachers import ScriptedTeacher, agent_program, printed_integer, text_solution
+
+try:
+    from dualdistill.grading import grade
+except ImportError:  # grading.py is written in parallel; same rule: the final boxed answer equals gold
+    def grade(response: str, gold: str) -> bool:
+        return formatting.extract_final_answer(response) == gold
+
+
+def _problem(family: str, **params: int) -> Problem:
+    fam = get_family(family)
+    return Problem(id=f"t-{family}", problem=fam.text(params, 0), answer=str(fam.answer(params)),
+                   source="world", subset=fam.subset, family=family, meta={**params, "template": 0})
+
+
+# --- families: answers re-checked by an independent computation ------------------------------
+def test_families_cover_both_subsets():
+    assert len(family_names("computation")) >= 3 and len(family_names("insight")) >= 3
+    for fam in FAMILIES.values():
+        assert len(fam.templates) >= 3, fam.name
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_computation_answers_match_brute_force(split):
+    for p in generate_split(split, n=45, families=family_names("computation")):
+        m = p.meta
+        if p.family == "modpow":
+            x = 1
+            for _ in range(m["b"]):
+                x = x * m["a"] % m["m"]
+            expected = x
+        elif p.family == "digit_sum_power":
+            n, expected = m["a"] ** m["b"], 0
+            while n:
+                n, r = divmod(n, 10)
+                expected += r
+        else:  # digit_count: count over the whole range
+            expected = sum(1 for x in range(1, m["N"] + 1) if sum(map(int, str(x))) == m["s"])
+        assert p.answer == str(expected), (p.id, p.problem)
+
+
+def test_insight_closed_forms_match_simulation_on_small_inputs():
+    rng = random.Random(0)
+    for _ in range(300):
+        s, k, n = rng.randint(0, 9), rng.randint(1, 9), rng.randint(0, 120)
+        seat = s
+        for _ in range(n):
+            seat = (seat + k) % 10
+        assert FAMILIES["round_table"].answer({"s": s, "k": k, "N": n}) == seat
+        den = rng.choice([99, 99999])
+        a = rng.randint(10, 98) if den == 99 else rng.randint(10001, 99998)
+        pos = rng.randint(1, 60)
+        digit = int(Fraction(a, den) * 10**pos) % 10  # long division by exact rationals
+        assert FAMILIES["repeating_decimal"].answer({"a": a, "den": den, "N": pos}) == digit
+    for k in (4, 9):  # take-away: solve the game by dynamic programming for every pile size
+        win = [False] * 150
+        for n in range(1, 150):
+            win[n] = any(not win[n - t] for t in range(1, min(k, n) + 1))
+        for n in range(1, 150):
+            if win[n]:
+                moves = [t for t in range(1, min(k, n) + 1) if not win[n - t]]
+                assert moves == [FAMILIES["take_away"].answer({"k": k, "N": n})]
+
+
+def test_insight_answers_of_generated_problems():
+    for p in generate_split("train", n=60, families=family_names("insight")):
+        m, ans = p.meta, int(p.answer)
+        assert m["N"] >= 10**11  # far too many steps for a loop in 3 s
+        if p.family == "round_table":
+            assert ans == (m["s"] + m["k"] * (m["N"] % 10)) % 10
+        elif p.family == "repeating_decimal":
+            assert ans == (m["a"] * pow(10, m["N"] - 1, m["den"]) % m["den"]) * 10 // m["den"]
+        else:
+            assert 1 <= ans <= m["k"] and (m["N"] - ans) % (m["k"] + 1) == 0
+
+
+# --- splits -------------------------------------------------------------------------------------
+def test_splits_are_disjoint_deterministic_and_labelled():
+    world = WorldConfig()
+    splits = {s: generate_split(s, world=world) for s in ("train", "test", "stage0")}
+    assert [len(splits[s]) for s in ("train", "test", "stage0")] == [world.n_train, world.n_test, world.n_stage0]
+    texts = {s: {p.problem for p in ps} for s, ps in splits.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["stage0"]
+    assert not texts["test"] & texts["stage0"]
+    for s, ps in splits.items():
+        assert len(texts[s]) == len(ps)
+        assert len({p.id for p in ps}) == len(ps)
+        for p in ps[:30]:
+            assert split_of(p.family, {k: v for k, v in p.meta.items() if k not in ("template", "seed")}) == s
+            assert p.subset == FAMILIES[p.family].subset and p.source == "world"
+    assert [p.to_dict() for p in generate_split("test", world=world)] == [p.to_dict() for p in splits["test"]]
+    other = generate_split("test", world=WorldConfig(seed=1))
+    assert {p.problem for p in other} != texts["test"]
+    assert not {p.problem for p in other} & texts["train"]  # disjoint across seeds too
+
+
+def test_generate_split_counts_prefixes_and_errors():
+    ps = generate_split("train", n=13)
+    counts = {f: sum(p.family == f for p in ps) for f in FAMILIES}
+    assert sorted(counts.values()) == [2, 2, 2, 2, 2, 3]
+    big = generate_split("train", n=60)
+    for f in FAMILIES:  # the i-th problem of a family does not depend on n
+        small_f = [p.problem for p in ps if p.family == f]
+        assert small_f == [p.problem for p in big if p.family == f][: len(small_f)]
+    only = generate_split("test", n=4, families=["take_away"])
+    assert {p.family for p in only} == {"take_away"}
+    assert generate_split("test", n=0) == []
+    with pytest.raises(ValueError, match="unknown world family 'nope'"):
+        generate_split("train", n=3, families=["nope"])
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_split("dev", n=3)
+    with pytest.raises(ValueError, match="ran out of distinct test problems"):
+        generate_split("test", n=500, families=["digit_count"])
+
+
+def test_problem_text_is_short_and_names_its_numbers():
+    for p in generate_split("test", n=60):
+        assert len(p.problem) < 330
+        for key in ("a", "b", "m", "N", "s", "k"):
+            if key in p.meta:
+                assert str(p.meta[key]) in p.problem, (key, p.problem)
+
+
+# --- teachers without code execution ----------------------------------------------------------
+def test_text_teacher_output_is_valid_and_fails_mostly_on_computation():
+    ps = generate_split("test", n=120)
+    right = {"computation": [], "insight": []}
+    for i, p in enumerate(ps):
+        segs, info = text_solution(p, random.Random(i))
+        text = formatting.render(segs)
+        assert formatting.parse(text, strict=True) == segs
+        formatting.validate(segs)
+        ok = grade(text, p.answer)
+        assert ok == (str(info["answer"]) == p.answer)
+        if info["slips"] == 0:
+            assert ok, (p.id, text)  # without a slip the method is sound
+        right[p.subset].append(ok)
+    acc = {k: sum(v) / len(v) for k, v in right.items()}
+    assert acc["insight"] >= 0.85 and acc["computation"] <= 0.5, acc
+
+
+def test_text_slip_propagates_through_the_arithmetic():
+    p = _problem("modpow", a=7, b=85, m=613)
+    seen_wrong = False
+    for seed in range(60):
+        segs, info = text_solution(p, random.Random(seed), slip_rate=0.03)
+        if info["slips"] and info["answer"] != 402:
+            seen_wrong = True
+            assert f"= {info['answer']}." in segs[0].text  # the trace ends on its own (wrong) result
+    assert seen_wrong
+
+
+def test_scripted_registry_and_options():
+    assert BACKENDS["scripted"] == "dualdistill.world.teachers:build_scripted_policy"
+    for kind in ("text", "agent"):
+        pol = build_policy(PolicyConfig(backend="scripted", model=kind), seed=3)
+        assert isinstance(pol, ScriptedTeacher) and pol.kind == kind and pol.seed == 3
+    with pytest.raises(ValueError, match="'text' or 'agent'"):
+        build_policy(PolicyConfig(backend="scripted", model="oracle"))
+    with pytest.raises(ValueError, match="unknown option"):
+        build_policy(PolicyConfig(backend="scripted", model="text", extra={"clever_prob": 0.5}))
+
+
+def _req(problem: Problem, completion: str = "", **kw) -> GenerationRequest:
+    prompt = formatting.build_prompt(problem.problem, code=True)
+    ctx = {"problem": problem, "completion": completion, "sample": 0, **kw.pop("context", {})}
+    return GenerationRequest(prompt=prompt + completion, max_new_tokens=kw.pop("max_new_tokens", 512),
+                             stop=kw.pop("stop", ["</code>", "</answer>"]), seed=kw.pop("seed", 1), context=ctx)
+
+
+def test_agent_chunks_stop_at_code_and_continue_from_prefill():
+    p = _problem("modpow", a=7, b=85, m=613)
+    agent = ScriptedTeacher("agent", typo_prob=0.0)
+    gen = agent.generate([_req(p)])[0]
+    assert gen.finish_reason == "stop" and gen.stop == "</code>"
+    assert gen.text.startswith("<think>\n") and gen.text.endswith("print(pow(7, 85, 613))\n")
+    assert "</code>" not in gen.text
+    pre = agent.generate([_req(p, formatting.GENERATION_PREFIX)])[0]
+    assert formatting.GENERATION_PREFIX + pre.text == gen.text  # continues a prefilled "<think>\n"
+    done = formatting.GENERATION_PREFIX + pre.text + "</code>\n<executor>\n402\n</executor>\n"
+    final = agent.generate([_req(p, done)])[0]
+    assert final.finish_reason == "stop" and final.stop == "</answer>"
+    full = done + final.text + "</answer>\n"
+    segs = formatting.parse(full, strict=True)
+    formatting.validate(segs)
+    assert grade(full, "402") and segs[-2].text == "The code printed 402."
+    # no code stop (tools off): the agent cannot run code and answers directly
+    nocode = agent.generate([_req(p, stop=["</answer>"])])[0]
+    assert "<code>" not in nocode.text and "estimate" in nocode.text
+
+
+def test_policy_token_limits_errors_and_determinism():
+    p = generate_split("test", n=6)[0]
+    text = ScriptedTeacher("text")
+    full = text.generate([_req(p, stop=[])])[0]
+    assert full.finish_reason == "eos" and full.n_tokens == text.count_tokens(full.text)
+    cut = text.generate([_req(p, stop=[], max_new_tokens=10)])[0]
+    assert cut.finish_reason == "length" and cut.n_tokens == 10 and full.text.startswith(cut.text)
+    assert text.generate([_req(p)])[0].text == text.generate([_req(p)])[0].text
+    foreign = Problem(id="amc/1", problem="What is 1+1?", answer="2", source="amc")
+    bad = text.generate([_req(foreign), _req(p)])
+    assert bad[0].finish_reason == "error" and "not from the synthetic world" in bad[0].error
+    assert bad[1].finish_reason != "error"
+    # seeds decide the slips: over many samples a computation problem gets different traces
+    comp = _problem("digit_sum_power", a=37, b=11)
+    outs = {text.generate([_req(comp, seed=s, stop=[])])[0].text for s in range(20)}
+    assert len(outs) > 1
+
+
+def test_agent_programs_per_family_are_short():
+    for p in generate_split("test", n=60):
+        prog = agent_program(p, random.Random(0), clever_prob=0.5)
+        assert len(prog.code) < 200 and prog.code.count("\n") <= 4
+        assert prog.kind in (("exact", "typo") if p.subset == "computation" else ("brute", "clever"))
+
+
+def test_printed_integer():
+    assert printed_integer("512\n") == 512 and printed_integer("-3") == -3
+    assert printed_integer("Traceback ...\nMemoryError") is None and printed_integer("") is None
+
+
+def test_tokenizer_corpus_covers_tags_digits_and_prompts():
+    corpus = tokenizer_corpus(per_family=3)
+    blob = "\n".join(corpus)
+    for needle in ("<think>", "</code>", "<executor>", "\\boxed{", formatting.SYSTEM_PROMPT[:40],
+                   formatting.TEXT_TO_CODE, *"0123456789"):
+        assert needle in blob
+    test_texts = {p.problem for p in generate_split("test")}
+    assert not test_texts & set(corpus)
+
+
+# --- teachers under the real tool loop and sandbox -------------------------------------------
+@pytest.fixture(scope="module")
+def pool():
+    from dualdistill.sandbox import SandboxPool
+
+    with SandboxPool(4, timeout=3.0, memory_mb=1024) as p:
+        yield p
+
+
+def _rollout(policy, problems, pool, *, sample=0, context=None):
+    from dualdistill.rollout import RolloutItem, generate_trajectories
+
+    items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first",
+                         sample=sample, context=dict(context or {})) for p in problems]
+    return generate_trajectories(policy, items, budget=1024, max_code_calls=4, temperature=0.6,
+                                 sandbox_pool=pool, progress=False)
+
+
+def test_agent_code_really_runs_in_the_sandbox(pool):
+    agent = ScriptedTeacher("agent", typo_prob=0.0)
+    probs = [_problem("modpow", a=7, b=85, m=613), _problem("digit_sum_power", a=37, b=11),
+             _problem("digit_count", N=5000, s=17)]
+    for traj, p in zip(_rollout(agent, probs, pool), probs, strict=True):
+        assert traj.finish_reason == "answer" and traj.n_code_calls == 1 and traj.n_code_errors == 0
+        formatting.validate(traj.segments)
+        assert formatting.parse(traj.completion, strict=True) == traj.segments
+        code, execu = (s for s in traj.segments if s.kind in ("code", "executor"))
+        assert code.meta["status"] == "ok" and execu.text.strip() == p.answer
+        assert grade(traj.completion, p.answer)
+
+
+def test_insight_brute_force_times_out_or_exhausts_memory(pool):
+    agent = ScriptedTeacher("agent", clever_prob=0.0)
+    probs = [_problem("round_table", s=3, k=7, N=738291046235),
+             _problem("take_away", k=9, N=142221541516)]
+    slow, greedy = _rollout(agent, probs, pool)
+    assert slow.n_code_timeouts == 1 and slow.timings["execution"] >= 2.9
+    assert [s.meta["status"] for s in slow.segments if s.kind == "code"] == ["timeout"]
+    assert "did not finish in time" in slow.segments[-2].text
+    assert greedy.n_code_errors == 1 and greedy.n_code_timeouts == 0
+    assert "MemoryError" in next(s.text for s in greedy.segments if s.kind == "executor")
+    for traj in (slow, greedy):
+        formatting.validate(traj.segments)
+        assert formatting.parse(traj.completion, strict=True) == traj.segments
+    clever = ScriptedTeacher("agent", clever_prob=1.0)
+    for traj, p in zip(_rollout(clever, probs, pool), probs, strict=True):
+        assert traj.n_code_errors == 0 and grade(traj.completion, p.answer)
+
+
+def test_second_teacher_solves_with_its_own_strategy(pool):
+    p = _problem("digit_count", N=5000, s=17)
+    first = ScriptedTeacher("text").generate([_req(p, stop=[])])[0].text
+    (traj,) = _rollout(ScriptedTeacher("agent", typo_prob=0.0), [p], pool, context={"first_attempt": first})
+    assert traj.n_code_calls == 1 and grade(traj.completion, p.answer)
+    (text_second,) = _rollout(ScriptedTeacher("text"), [_problem("take_away", k=4, N=123456789012)], pool,
+                              context={"first_attempt": "<think>\nI simulate it.\n</think>\n"})
+    assert text_second.n_code_calls == 0 and grade(text_second.completion, "2")
+
+
+def test_brute_force_programs_are_right_on_small_inputs(pool):
+    """The insight families' brute force is a correct program: it fails only because N is huge."""
+    from dualdistill.sandbox import PythonSandbox
+
+    cases = [_problem("round_table", s=3, k=7, N=1234), _problem("repeating_decimal", a=31415, den=99999, N=1237),
+             _problem("repeating_decimal", a=17, den=99, N=2000), _problem("take_away", k=4, N=1237),
+             _problem("take_away", k=9, N=2003)]
+    with PythonSandbox(timeout=3.0, memory_mb=1024) as sb:
+        for p in cases:
+            for clever in (0.0, 1.0):
+                prog = agent_program(p, random.Random(0), clever_prob=clever)
+                result = sb.run(prog.code)
+                assert result.status == "ok" and result.output.strip() == p.answer, (p.family, prog.kind)
+
+
+def test_world_and_corpus_do_not_depend_on_the_hash_seed():
+    """Same problems and tokenizer corpus in every process (the tiny-model cache key relies on it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from dualdistill.world import generate_split, tokenizer_corpus\n"
+            "from dualdistill.tiny import corpus_hash\n"
+            "print(corpus_hash(tokenizer_corpus(per_family=3)), corpus_hash([p.problem for p in generate_split('test')]))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
