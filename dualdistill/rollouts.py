@@ -1,0 +1,443 @@
+"""Stage 01 — teacher rollouts (Algorithm 1, steps 1–2): y1 from a random first teacher, y2 from
+the other teacher conditioned on the problem and y1, both graded.
+
+    python -m dualdistill.rollouts params/smoke.yaml [teachers.samples=2 ...] [--stage0]
+
+For every training problem (near-duplicates of test problems removed) and sample:
+
+- z ~ Bernoulli(``teachers.first_agent_prob``), drawn from a hash of ``seed`` and the problem id,
+  so it is the same on every rerun; z=1: the agentic teacher goes first.
+- y1: the first teacher answers the problem. The agent sees the code prompt
+  (``build_prompt(problem, code=True)``) and runs with tools; the text teacher sees the plain r1
+  prompt (``code=False``) and no code is executed. (The *training* prompt of the student is chosen
+  later, in composition.)
+- y2: the other teacher answers ``build_second_teacher_problem(problem, y1)`` in its own prompt
+  format; ``context["first_attempt"]`` holds y1 (scripted teachers read it).
+- both are graded against the ground truth with ``dualdistill.grading.grade``.
+
+Records (one JSONL line per trajectory, format in docs/ARCHITECTURE.md) go to
+``RunPaths.teacher_rollouts`` as each trajectory ends, keyed by ``record_key(problem id, role,
+sample, config hash)``; the hash (:func:`rollout_hash`) covers what changes a rollout (teachers,
+sandbox limits, seed, world, the student tokenizer that counts tokens). Work goes in chunks: all
+y1 of a chunk through the batched tool loop, then their y2. A crash (even ``kill -9``) loses only
+trajectories in flight: a rerun does what is missing, never duplicates a key, and never reads a
+torn line. A generation error is retried with exponential backoff (tenacity); after the last try
+the trajectory is recorded with ``status: failed`` and its error, and a rerun tries it again.
+
+``run_stage0_rollouts`` is the same machinery for the embedded world's stage-0 split (text
+teacher only, one per problem, ``rollouts/stage0.jsonl``), from which S0 is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dualdistill import formatting
+from dualdistill.config import DataSource, RunConfig, load_config, parse_override
+from dualdistill.paths import RunPaths
+from dualdistill.problems import Problem, load_source, load_sources, remove_near_duplicates
+from dualdistill.rollout import RolloutItem, generate_trajectories, make_sandbox_pool
+from dualdistill.store import JsonlStore, record_key
+from dualdistill.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+TEACHERS = ("text", "agent")
+ROLES = ("first", "second")
+
+
+# --- identities -------------------------------------------------------------------------------
+def rollout_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes a teacher rollout (not ``sandbox.workers``, not paths)."""
+    data = cfg.model_dump(mode="json")
+    blob = {
+        "teachers": data["teachers"],
+        "sandbox": {k: v for k, v in data["sandbox"].items() if k != "workers"},
+        "seed": data["seed"],
+        "world": data["world"],
+        "tokenizer": [data["student"]["model"], data["student"]["tiny"]],
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def first_teacher(cfg: RunConfig, problem_id: str) -> str:
+    """z for a problem: ``"agent"`` with probability ``first_agent_prob``, stable across reruns."""
+    digest = hashlib.sha256(f"{cfg.seed}|{problem_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "agent" if u < cfg.teachers.first_agent_prob else "text"
+
+
+def teacher_prompt(problem_text: str, teacher: str) -> str:
+    """The agent gets the code prompt, the text teacher the plain r1 prompt."""
+    return formatting.build_prompt(problem_text, code=teacher == "agent")
+
+
+def grade(completion: str, answer: str) -> bool:
+    """G(y, a) of Algorithm 1: :func:`dualdistill.grading.grade` (never raises)."""
+    from dualdistill.grading import grade as _grade
+
+    return bool(_grade(completion, answer))
+
+
+# --- inputs -----------------------------------------------------------------------------------
+def load_train_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
+    """Training problems of ``cfg.data.train`` minus near-duplicates of ``cfg.data.test``.
+    Returns (kept, removed).
+
+    Synthetic (world) problems are not compared: their splits are disjoint by construction, and
+    templated texts that differ only in their numbers score above any fuzzy-ratio threshold."""
+    train, synthetic = [], set()
+    for src in cfg.data.train:
+        probs = load_source(src, world=cfg.world)
+        train.extend(probs)
+        if src.kind == "synthetic":
+            synthetic.update(p.id for p in probs)
+    if not train:
+        raise ValueError("no training problems: cfg.data.train is empty")
+    ids = [p.id for p in train]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate problem id {next(i for i in ids if ids.count(i) > 1)!r} in data.train: "
+                         "give sources distinct names")
+    test = load_sources(cfg.data.test, world=cfg.world) if cfg.data.test else []
+    _, removed = remove_near_duplicates([p for p in train if p.id not in synthetic], test,
+                                               cfg.data.dedup_threshold)
+    dropped = {p.id for p in removed}
+    kept = [p for p in train if p.id not in dropped]
+    log.info("teacher rollouts: %d training problems, %d removed as near-duplicates of test problems",
+             len(kept), len(removed))
+    return kept, removed
+
+
+def student_tokenizer(cfg: RunConfig) -> Any:
+    """The student's tokenizer where it exists locally (tiny base, or a local model dir), else None."""
+    path = RunPaths.of(cfg).tiny_base if cfg.student.model == "tiny" else Path(cfg.student.model)
+    if not path.is_dir():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_teacher(cfg: RunConfig, teacher: str, tokenizer: Any) -> Any:
+    """The policy of one teacher. An ``hf`` teacher keeps its own tokenizer; the others count tokens
+    with the student's (when there is one)."""
+    from dualdistill.policy import build_policy
+
+    pcfg = getattr(cfg.teachers, teacher)
+    if pcfg.backend == "hf":
+        return build_policy(pcfg, seed=cfg.seed, device=cfg.device)
+    return build_policy(pcfg, tokenizer=tokenizer, seed=cfg.seed)
+
+
+# --- the resumable machinery --------------------------------------------------------------------
+@dataclass
+class _Job:
+    key: str
+    item: RolloutItem
+    teacher: str
+    role: str
+
+
+class _Pending(Exception):
+    """Some trajectories of a round errored; tenacity retries the round."""
+
+
+class _Runner:
+    """Runs jobs through the tool loop per teacher and appends one record per trajectory."""
+
+    def __init__(self, cfg: RunConfig, store: JsonlStore, *, chash: str, retries: int, backoff: float,
+                 progress: bool, tokenizer: Any) -> None:
+        self.cfg, self.store, self.chash = cfg, store, chash
+        self.retries, self.backoff, self.progress = retries, backoff, progress
+        self.tokenizer = tokenizer
+        self.policies: dict[str, Any] = {}
+        self.pool: Any = None
+        self.n_ok = self.n_failed = 0
+        self.n_errored = 0  # errored generations, over all tries
+        self.seconds = 0.0
+
+    def policy(self, teacher: str) -> Any:
+        if teacher not in self.policies:
+            self.policies[teacher] = build_teacher(self.cfg, teacher, self.tokenizer)
+        return self.policies[teacher]
+
+    def sandbox_pool(self) -> Any:
+        if self.pool is None:
+            self.pool = make_sandbox_pool(self.cfg.sandbox)
+        return self.pool
+
+    def close(self) -> None:
+        for p in self.policies.values():
+            p.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    def record(self, job: _Job, traj: Trajectory | None, *, status: str, error: str | None) -> dict[str, Any]:
+        correct = bool(status == "ok" and traj is not None and grade(traj.completion, job.item.problem.answer))
+        rec = {
+            "key": job.key,
+            "problem": job.item.problem.to_dict(),
+            "role": job.role,
+            "teacher": job.teacher,
+            "sample": job.item.sample,
+            "status": status,
+            "error": error,
+            "trajectory": traj.to_dict() if traj is not None else None,
+            "correct": correct,
+            "config_hash": self.chash,
+        }
+        self.store.append(rec)
+        if status == "ok":
+            self.n_ok += 1
+        else:
+            self.n_failed += 1
+        return rec
+
+    def run(self, jobs: list[_Job], desc: str) -> dict[str, dict[str, Any]]:
+        """Run jobs (any teachers); return the new records by key."""
+        from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        out: dict[str, dict[str, Any]] = {}
+        by_teacher: dict[str, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            by_teacher[job.teacher].append(job)
+        for teacher, group in by_teacher.items():
+            pending = list(group)
+            last: dict[str, tuple[Trajectory | None, str]] = {}
+            try:
+                for attempt in Retrying(stop=stop_after_attempt(self.retries + 1),
+                                        wait=wait_exponential(multiplier=self.backoff, max=60),
+                                        retry=retry_if_exception_type(_Pending)):
+                    with attempt:
+                        pending = self._round(teacher, pending, out, last, desc)
+                        if pending:
+                            self.n_errored += len(pending)
+                            raise _Pending(f"{len(pending)} {teacher} trajectories errored")
+            except RetryError:
+                for job in pending:
+                    traj, error = last[job.key]
+                    log.warning("%s: failed after %d tries: %s", job.key, self.retries + 1, error)
+                    out[job.key] = self.record(job, traj, status="failed", error=error)
+        return out
+
+    def _round(self, teacher: str, jobs: list[_Job], out: dict, last: dict, desc: str) -> list[_Job]:
+        """One pass over ``jobs``: ok trajectories are recorded at once; errored jobs are returned."""
+        tools = teacher == "agent"
+        t = self.cfg.teachers
+        errored: list[_Job] = []
+
+        def on_finish(i: int, traj: Trajectory) -> None:
+            job = jobs[i]
+            if traj.finish_reason == "error":
+                errored.append(job)
+                last[job.key] = (traj, traj.meta.get("error", "generation error"))
+            else:
+                out[job.key] = self.record(job, traj, status="ok", error=None)
+
+        policy = self.policy(teacher)  # a policy or pool that cannot be built is a crash, not a retry
+        pool = self.sandbox_pool() if tools and t.max_code_calls else None
+        t0 = time.perf_counter()
+        try:
+            generate_trajectories(
+                policy, [j.item for j in jobs], budget=t.budget, max_code_calls=t.max_code_calls,
+                temperature=t.temperature, sandbox_pool=pool, tools=tools, seed=self.cfg.seed, progress=self.progress, desc=f"{desc} ({teacher})",
+                on_finish=on_finish,
+            )
+        except Exception as err:  # a policy or sandbox that raised: retry what is not recorded yet
+            log.exception("%s teacher: the rollout loop raised", teacher)
+            message = f"{type(err).__name__}: {err}"
+            errored = [j for j in jobs if j.key not in out]
+            for j in errored:
+                last[j.key] = (None, message)
+        finally:
+            self.seconds += time.perf_counter() - t0
+        return errored
+
+
+def _ok(latest: dict[str, dict[str, Any]], key: str) -> dict[str, Any] | None:
+    rec = latest.get(key)
+    return rec if rec is not None and rec.get("status") == "ok" else None
+
+
+def _chunks(seq: list[Any], size: int) -> list[list[Any]]:
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = None, progress: bool = True,
+                         chunk_size: int = 64, retries: int = 2, backoff: float = 1.0) -> dict[str, Any]:
+    """Steps 1–2 of Algorithm 1 for every problem and sample; resumable. Returns the summary
+    (counts, failed, accuracy per teacher and role and per subset / family, trajectories per minute)."""
+    paths = RunPaths.of(cfg)
+    removed: list[Problem] = []
+    if problems is None:
+        problems, removed = load_train_problems(cfg)
+    chash = rollout_hash(cfg)
+    cfg.save(paths.teacher_rollouts.parent / "config.yaml")
+    store = JsonlStore(paths.teacher_rollouts)
+    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff, progress=progress,
+                     tokenizer=student_tokenizer(cfg))
+    pairs = [(p, s) for p in problems for s in range(cfg.teachers.samples)]
+    latest = store.latest()
+
+    def key(p: Problem, role: str, s: int) -> str:
+        return record_key(p.id, role, s, chash)
+
+    t0 = time.perf_counter()
+    todo = [(p, s) for p, s in pairs if not (_ok(latest, key(p, "first", s)) and _ok(latest, key(p, "second", s)))]
+    log.info("teacher rollouts: %d of %d problem-samples to do", len(todo), len(pairs))
+    try:
+        for n, chunk in enumerate(_chunks(todo, chunk_size), 1):
+            desc = f"chunk {n}/{-(-len(todo) // chunk_size)}"
+            firsts = []
+            for p, s in chunk:
+                k = key(p, "first", s)
+                if not _ok(latest, k):
+                    teacher = first_teacher(cfg, p.id)
+                    item = RolloutItem(problem=p, prompt=teacher_prompt(p.problem, teacher), role=teacher, sample=s)
+                    firsts.append(_Job(k, item, teacher, "first"))
+            latest.update(runner.run(firsts, f"y1 {desc}"))
+            seconds = []
+            for p, s in chunk:
+                y1 = _ok(latest, key(p, "first", s))
+                k = key(p, "second", s)
+                if y1 is None or _ok(latest, k):
+                    continue  # y1 failed (recorded; a rerun retries it) or y2 done
+                teacher = "text" if y1["teacher"] == "agent" else "agent"
+                y1_text = Trajectory.from_dict(y1["trajectory"]).completion
+                shown = formatting.build_second_teacher_problem(p.problem, y1_text)
+                item = RolloutItem(problem=p, prompt=teacher_prompt(shown, teacher), role=teacher, sample=s,
+                                   context={"first_attempt": y1_text, "first_teacher": y1["teacher"]})
+                seconds.append(_Job(k, item, teacher, "second"))
+            latest.update(runner.run(seconds, f"y2 {desc}"))
+    finally:
+        runner.close()
+    elapsed = time.perf_counter() - t0
+    records = [r for r in store.latest().values() if r.get("config_hash") == chash]
+    summary = summarize(records)
+    summary.update({
+        "problems": len(problems),
+        "near_duplicates_removed": len(removed),
+        "samples_per_problem": cfg.teachers.samples,
+        "new_records": runner.n_ok + runner.n_failed,
+        "new_failed": runner.n_failed,
+        "errored_attempts": runner.n_errored,
+        "seconds": round(elapsed, 2),
+        "trajectories_per_minute": round(60 * (runner.n_ok + runner.n_failed) / elapsed, 1) if elapsed > 0 else None,
+        "path": str(paths.teacher_rollouts),
+        "config_hash": chash,
+    })
+    return summary
+
+
+def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: int = 64, retries: int = 2,
+                        backoff: float = 1.0) -> dict[str, Any]:
+    """Text-teacher rollouts of the synthetic stage-0 split (embedded world only): one per problem,
+    written to ``rollouts/stage0.jsonl`` for building S0. Resumable like the teacher rollouts."""
+    if cfg.world is None:
+        raise ValueError("stage-0 rollouts need the synthetic world (cfg.world is not set)")
+    path = stage0_path(cfg)
+    problems = load_source(DataSource(kind="synthetic", split="stage0", n=cfg.world.n_stage0), world=cfg.world)
+    chash = rollout_hash(cfg)
+    cfg.save(path.parent / "config.yaml")
+    store = JsonlStore(path)
+    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff, progress=progress,
+                     tokenizer=student_tokenizer(cfg))
+    latest = store.latest()
+    jobs = []
+    for p in problems:
+        k = record_key(p.id, "first", 0, chash)
+        if not _ok(latest, k):
+            item = RolloutItem(problem=p, prompt=teacher_prompt(p.problem, "text"), role="text", sample=0)
+            jobs.append(_Job(k, item, "text", "first"))
+    t0 = time.perf_counter()
+    try:
+        for n, chunk in enumerate(_chunks(jobs, chunk_size), 1):
+            runner.run(chunk, f"stage0 {n}/{-(-len(jobs) // chunk_size)}")
+    finally:
+        runner.close()
+    elapsed = time.perf_counter() - t0
+    records = [r for r in store.latest().values() if r.get("config_hash") == chash]
+    summary = summarize(records)
+    summary.update({"problems": len(problems), "new_records": runner.n_ok + runner.n_failed,
+                    "new_failed": runner.n_failed, "seconds": round(elapsed, 2), "path": str(path),
+                    "trajectories_per_minute": round(60 * (runner.n_ok + runner.n_failed) / elapsed, 1)
+                    if elapsed > 0 and jobs else None})
+    return summary
+
+
+def stage0_path(cfg: RunConfig) -> Path:
+    return RunPaths.of(cfg).root / "rollouts" / "stage0.jsonl"
+
+
+# --- reading back -------------------------------------------------------------------------------
+def load_teacher_records(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Teacher rollout records of the current config (latest per key, status ok), for composition."""
+    path = RunPaths.of(cfg).teacher_rollouts
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher rollouts not found at {path}: run stage 01 first")
+    chash = rollout_hash(cfg)
+    return [r for r in JsonlStore(path).latest().values()
+            if r.get("status") == "ok" and r.get("config_hash", chash) == chash]
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and accuracies of rollout records (latest per key)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    acc: dict[str, dict[str, float]] = defaultdict(dict)
+    groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    rows: dict[tuple[str, str, str, str], list[bool]] = defaultdict(list)
+    tool_use: dict[str, list[bool]] = defaultdict(list)
+    for r in ok:
+        prob = r["problem"]
+        groups[(r["teacher"], r["role"])].append(bool(r["correct"]))
+        for level in ("subset", "family"):
+            rows[(level, str(prob.get(level)), r["teacher"], r["role"])].append(bool(r["correct"]))
+        tool_use[r["teacher"]].append((r.get("trajectory") or {}).get("n_code_calls", 0) > 0)
+    for (teacher, role), v in sorted(groups.items()):
+        acc[teacher][role] = round(sum(v) / len(v), 4)
+    table = [{"level": level, "group": group, "teacher": teacher, "role": role, "n": len(v),
+              "accuracy": round(sum(v) / len(v), 4)} for (level, group, teacher, role), v in sorted(rows.items())]
+    return {
+        "records": len(records),
+        "ok": len(ok),
+        "failed": len(failed),
+        "errors": sorted({str(r.get("error")) for r in failed})[:5],
+        "accuracy": dict(acc),
+        "accuracy_table": table,
+        "tool_use": {k: round(sum(v) / len(v), 4) for k, v in sorted(tool_use.items())},
+    }
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m dualdistill.rollouts", description=__doc__.split("\n")[0])
+    ap.add_argument("params", help="params YAML file")
+    ap.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    ap.add_argument("--stage0", action="store_true", help="also run the stage-0 text-teacher rollouts (embedded world)")
+    ap.add_argument("--chunk-size", type=int, default=64, help="problems per chunk (y1 then y2)")
+    ap.add_argument("--retries", type=int, default=2, help="retries of an errored generation")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.params, dict(parse_override(o) for o in args.overrides))
+    kw = {"progress": not args.quiet, "chunk_size": args.chunk_size, "retries": args.retries}
+    out: dict[str, Any] = {}
+    if args.stage0:
+        out["stage0"] = run_stage0_rollouts(cfg, **kw)
+    out["teacher_rollouts"] = run_teacher_rollouts(cfg, **kw)
+    print(json.dumps(out, indent=2, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
