@@ -66,7 +66,7 @@ class DataConfig(Strict):
 class PolicyConfig(Strict):
     """A policy that continues a prompt (DESIGN §4)."""
 
-    backend: Literal["hf", "vllm", "openai", "replay", "scripted"]
+    backend: Literal["hf", "vllm", "openai", "codeact", "replay", "scripted"]
     model: str | None = Field(None, description="model path / hub id / served model name; scripted: text|agent")
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
@@ -196,6 +196,8 @@ class SFTConfig(Strict):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = 2
     merge_lora: bool = Field(True, description="save a merged plain model that vLLM can load")
+    optim: str = Field("adamw_torch", description="transformers optimizer name, e.g. paged_adamw_8bit, adamw_bnb_8bit")
+    attn_implementation: str | None = Field(None, description="None: sdpa on GPU, the model default on CPU; e.g. flash_attention_2")
     report_to: str = "none"
     seed: int = 0
 
@@ -213,6 +215,9 @@ class SelfDistillConfig(Strict):
     pick: Literal["random", "shortest", "first"] = "random"
     max_problems: int | None = Field(None, ge=1)
     sft: SFTConfig | None = Field(None, description="SFT of S1 on T2 (default: the sft section)")
+    policy: PolicyConfig | None = Field(
+        None, description="S1 sampling policy, e.g. an OpenAI-compatible server (default: student.backend on "
+        "models/S1; model None means models/S1)")
     seed: int = 0
 
     @model_validator(mode="after")
