@@ -1,0 +1,158 @@
+"""Benchmark: the persistent sandbox vs a fresh process per call that replays all earlier code.
+
+    .venv/bin/python bench/sandbox_bench.py                  # 5 trajectories of 10 calls each
+    .venv/bin/python bench/sandbox_bench.py --trajectories 10 --json out.json
+
+A 10-call trajectory of typical model code (math, itertools, fractions, a memoised recursion, ...),
+timed three ways, mean latency per call:
+
+- official: what the official code does (DESIGN §7) — every call writes this call's code *and all
+  earlier calls' code* to a file and runs a fresh ``python`` on it (O(calls²), no isolation at all);
+- sandbox: ``PythonSandbox`` with every limit on (namespaces when root), one per trajectory,
+  start-up and close included in the mean;
+- pool: ``SandboxPool`` reuse: ``reset()`` starts the next worker in the background, so a
+  trajectory only waits for it if it comes back sooner than a start-up takes (1 s of "generation"
+  separates trajectories here); with ``preload=("numpy", "sympy")`` the idle worker also imports
+  those before the first call.
+
+Two variants: ``stdlib`` (the cells above) and ``sympy`` (the same with ``import sympy`` in the
+first call, as model code often does: a heavy import is paid once by the sandbox, on every call by
+the official way). Goal: sandbox mean ≥ 30× lower than official.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dualdistill.sandbox import PythonSandbox, SandboxPool  # noqa: E402
+
+TIMEOUT = 60.0  # every limit is on; a generous wall clock: a loaded machine can stall an import for seconds
+CELLS = [
+    "import math\nfrom itertools import combinations\nN = 30",
+    "def count(n, k):\n    return sum(1 for c in combinations(range(1, n + 1), k) if sum(c) % 3 == 0)\n"
+    "print(count(N // 2, 4))",
+    "from fractions import Fraction\nx = sum(Fraction(1, k * (k + 1)) for k in range(1, 200))\nprint(x)",
+    "print(pow(4064569, 4513230, 1039 * 4283))",
+    "primes = [p for p in range(2, 3000) if all(p % d for d in range(2, int(p ** 0.5) + 1))]\n"
+    "print(len(primes))",
+    "print(math.comb(40, 20) % 1000)",
+    "memo = {0: 0, 1: 1}\ndef fib(n):\n    if n not in memo:\n        memo[n] = fib(n - 1) + fib(n - 2)\n"
+    "    return memo[n]\nprint(fib(300) % 10**9)",
+    "print(sum(int(d) for d in str(2 ** 1000)))",
+    "from collections import Counter\nprint(Counter(str(math.factorial(100))).most_common(3))",
+    "print(len(primes), x.denominator, count(12, 3))",
+]
+
+
+def official(cells: list[str]) -> float:
+    """Seconds for the whole trajectory, one fresh process per call replaying all earlier code."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "code.py"
+        t0 = time.perf_counter()
+        for k in range(1, len(cells) + 1):
+            path.write_text("\n".join(cells[:k]))
+            r = subprocess.run([sys.executable, str(path)], capture_output=True, timeout=30, cwd=tmp)
+            assert r.returncode == 0, r.stderr
+        return time.perf_counter() - t0
+
+
+def sandbox(cells: list[str]) -> tuple[float, float, float]:
+    """(whole trajectory incl. start-up and close, start-up until the first call returns, mean warm call)."""
+    t0 = time.perf_counter()
+    sb = PythonSandbox(timeout=TIMEOUT, memory_mb=1024, max_processes=16, max_output_chars=4000)
+    first = sb.run(cells[0])
+    t_first = time.perf_counter() - t0
+    warm = []
+    for code in cells[1:]:
+        t = time.perf_counter()
+        r = sb.run(code)
+        warm.append(time.perf_counter() - t)
+        assert r.ok, r.output
+    sb.close()
+    assert first.ok, first.output
+    return time.perf_counter() - t0, t_first, statistics.mean(warm)
+
+
+def pool(cells: list[str], n: int, preload: tuple[str, ...] = ()) -> float:
+    """Mean seconds per trajectory through one pooled sandbox (reset between trajectories)."""
+    with SandboxPool(1, timeout=TIMEOUT, preload=preload) as p:
+        with p.acquire() as sb:  # warm-up: the worker is started by the pool
+            sb.run("pass")
+        times = []
+        for _ in range(n):
+            time.sleep(1.0)  # the model generates before a trajectory's first call
+            t0 = time.perf_counter()
+            with p.acquire() as sb:
+                for code in cells:
+                    r = sb.run(code)
+                    assert r.ok, r.output
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+def measure(cells: list[str], trajectories: int) -> dict[str, float]:
+    n = len(cells)
+    off = statistics.median(official(cells) for _ in range(trajectories)) / n
+    runs = [sandbox(cells) for _ in range(trajectories)]
+    sb_mean = statistics.median(r[0] for r in runs) / n
+    pooled = pool(cells, trajectories) / n
+    preloaded = pool(cells, trajectories, preload=("numpy", "sympy")) / n
+    return {
+        "official_ms_per_call": off * 1e3, "sandbox_ms_per_call": sb_mean * 1e3,
+        "sandbox_first_call_ms": statistics.median(r[1] for r in runs) * 1e3,
+        "sandbox_later_call_ms": statistics.median(r[2] for r in runs) * 1e3,
+        "pool_ms_per_call": pooled * 1e3, "speedup": off / sb_mean, "speedup_pool": off / pooled,
+        "pool_preload_ms_per_call": preloaded * 1e3, "speedup_pool_preload": off / preloaded,
+    }
+
+
+def overhead_ms(calls: int = 200) -> float:
+    """Round trip of an empty call in a started sandbox."""
+    with PythonSandbox() as sb:
+        sb.run("pass")
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            sb.run("pass")
+        return (time.perf_counter() - t0) / calls * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trajectories", type=int, default=5)
+    ap.add_argument("--variants", default="stdlib,sympy", help="comma-separated: stdlib, sympy")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    variants = {"stdlib": list(CELLS), "sympy": ["import sympy\n" + CELLS[0], *CELLS[1:]]}
+    res: dict[str, object] = {"isolation": PythonSandbox().isolation, "calls_per_trajectory": len(CELLS),
+                              "empty_call_ms": overhead_ms(), "load_average": os.getloadavg()[0]}
+    print(f"isolation={res['isolation']}, {os.cpu_count()} cores, load average {res['load_average']:.1f}; "
+          f"empty call {res['empty_call_ms']:.3f} ms")
+    for name in args.variants.split(","):
+        r = measure(variants[name], args.trajectories)
+        res[name] = r
+        print(f"{len(CELLS)}-call trajectory, {name}:")
+        print(f"  official (fresh process, replay all)   {r['official_ms_per_call']:8.1f} ms/call")
+        print(f"  sandbox (start-up + close included)    {r['sandbox_ms_per_call']:8.2f} ms/call"
+              f"   {r['speedup']:6.1f}x lower")
+        print(f"    first call incl. start-up            {r['sandbox_first_call_ms']:8.2f} ms")
+        print(f"    later calls                          {r['sandbox_later_call_ms']:8.3f} ms/call")
+        print(f"  pool (reset between trajectories)      {r['pool_ms_per_call']:8.2f} ms/call"
+              f"   {r['speedup_pool']:6.1f}x lower")
+        print(f"  pool, preload=(numpy, sympy)           {r['pool_preload_ms_per_call']:8.2f} ms/call"
+              f"   {r['speedup_pool_preload']:6.1f}x lower")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
