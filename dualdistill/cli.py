@@ -20,7 +20,7 @@ from dualdistill.config import ConfigError, load_config, parse_override
 # subcommand -> "module:function" taking a RunConfig and returning a summary dict
 STAGE_COMMANDS: dict[str, str] = {
     "prepare-student": "dualdistill.student:prepare_student",
-    "rollouts": "dualdistill.rollouts:run_teacher_rollouts",
+    "rollouts": "dualdistill.rollouts:run_stage01",
     "compose": "dualdistill.compose:run_compose",
     "distill": "dualdistill.distill:run_teacher_distillation",
     "self-distill": "dualdistill.self_distill:run_self_distillation",

@@ -418,6 +418,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def run_stage01(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Everything notebook 01 does: prepare the student (tiny build), teacher rollouts, and the
+    stage-0 text-teacher rollouts of the embedded world."""
+    from dualdistill.student import prepare_student
+
+    out: dict[str, Any] = {"student": prepare_student(cfg)}
+    out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
+    if cfg.world is not None:
+        out["stage0"] = run_stage0_rollouts(cfg, progress=progress)
+    return out
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m dualdistill.rollouts", description=__doc__.split("\n")[0])
