@@ -67,6 +67,15 @@ SECOND_TEACHER_INSTRUCTION = (
 ANSWER_TEMPLATE = "The answer is \\boxed{{{answer}}}"
 CODE_STOP = "</code>"
 
+# --- the CodeAct teacher over a chat model (dualdistill.backends.codeact) ---------------------
+CODEACT_SYSTEM_PROMPT = (
+    "You are a careful mathematician with a Python interpreter. To run code, write one ```python "
+    "code block and stop: it is executed in a persistent Python session and its printed output is "
+    "returned to you in the next message. Use code for computation and checking; explain your "
+    "reasoning in plain text. When you are done, give the final answer within \\boxed{}."
+)
+CODEACT_OBSERVATION = "Observation:\n{output}"  # how executor output is shown to the chat model
+
 
 def build_prompt(problem: str, *, code: bool, bos: bool = True) -> str:
     """The official "r1" prompt; the completion (``render(segments)``) follows it directly."""

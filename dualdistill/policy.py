@@ -21,6 +21,7 @@ BACKENDS: dict[str, str] = {
     "hf": "dualdistill.backends.hf:HFPolicy",
     "vllm": "dualdistill.backends.vllm_local:VLLMPolicy",
     "openai": "dualdistill.backends.openai_api:OpenAIPolicy",
+    "codeact": "dualdistill.backends.codeact:build_codeact_policy",
     "replay": "dualdistill.backends.replay:ReplayPolicy",
     "scripted": "dualdistill.world.teachers:build_scripted_policy",
 }
