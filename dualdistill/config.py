@@ -138,6 +138,9 @@ class SandboxConfig(Strict):
     max_processes: int = Field(16, ge=1)
     max_output_chars: int = Field(4000, ge=100, description="head + tail kept with a marker")
     workers: int = Field(4, ge=1, description="sandboxes in the pool")
+    preload: list[str] = Field(
+        default_factory=list, description="modules each worker imports at start-up (e.g. numpy, sympy), hidden behind generation"
+    )
 
 
 # --- composition and training -------------------------------------------------------------------

@@ -111,6 +111,7 @@ def make_sandbox_pool(cfg: Any) -> Any:
         memory_mb=cfg.memory_mb,
         max_processes=cfg.max_processes,
         max_output_chars=cfg.max_output_chars,
+        preload=tuple(cfg.preload),
     )
 
 
