@@ -75,9 +75,9 @@ def direction(first_teacher: str) -> str:
     return "code_to_text" if first_teacher == "agent" else "text_to_code"
 
 
-def training_prompt(problem_text: str) -> str:
+def training_prompt(problem_text: str, style: str = "r1") -> str:
     """The student's prompt for every training example: the code-mode prompt."""
-    return formatting.build_prompt(problem_text, code=True)
+    return formatting.build_prompt(problem_text, code=True, style=style)
 
 
 def _segments(rec: dict[str, Any]) -> list[Segment]:
@@ -99,7 +99,7 @@ def _case(g1: bool, g2: bool) -> str:
 
 
 def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transitions: dict[str, str],
-                 mask_policy: str) -> dict[str, Any] | None:
+                 mask_policy: str, prompt_style: str = "r1") -> dict[str, Any] | None:
     """One T1 training example from a pair of teacher records, or None for case (0,0).
 
     Raises :class:`CompositionError` on inconsistent records and :class:`FormatError` when the
@@ -139,7 +139,7 @@ def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transiti
     return {
         "key": record_key(prob["id"], sample, "t1"),
         "problem_id": prob["id"],
-        "prompt": training_prompt(prob["problem"]),
+        "prompt": training_prompt(prob["problem"], prompt_style),
         "segments": [s.to_dict() for s in segments],
         "mask_until_first_transition": bool(mask),
         "case": case,
@@ -185,14 +185,15 @@ def pair_records(records: list[dict[str, Any]]) -> tuple[list[tuple[dict, dict]]
     return pairs, dropped
 
 
-def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig) -> tuple[list[dict], list[dict]]:
+def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig, prompt_style: str = "r1"
+                ) -> tuple[list[dict], list[dict]]:
     """All composable examples (before balancing) and the drop entries."""
     pairs, dropped = pair_records(records)
     examples = []
     for first, second in tqdm(pairs, desc="compose", disable=len(pairs) < 2000):
         case = _case(first.get("correct"), second.get("correct"))
         try:
-            ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition)
+            ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition, prompt_style)
         except FormatError as err:
             dropped.append(_drop(first, "invalid_format", case=case, first=first["teacher"], error=str(err)))
             continue
@@ -288,11 +289,13 @@ def _baseline_pool(records: list[dict[str, Any]], teacher: str, name: str) -> li
 
 
 def baseline_examples(records: list[dict[str, Any]], teacher: str, n: int, seed: int = 0, *,
-                      name: str | None = None) -> list[dict[str, Any]]:
+                      name: str | None = None, prompt_style: str = "r1", fill: bool = False) -> list[dict[str, Any]]:
     """Up to ``n`` correct trajectories of one teacher (either role), as sampled, with the T1
     training prompt and ``source="baseline:<name>"`` (default name: text_only / tool_only).
     Problems are spread first: one trajectory per problem before a second one of the same problem
-    is taken (seeded order). Logs a warning when fewer than ``n`` are available."""
+    is taken (seeded order). With ``fill``, fewer than ``n`` distinct trajectories are repeated
+    (keys suffixed ``#rep<k>``) so the baseline trains on as many examples as T1 — the same
+    budget of optimizer steps and tokens; otherwise a warning says how many are missing."""
     name = name or BASELINE_DEFAULT_NAMES.get(teacher, str(teacher))
     cands = _baseline_pool(records, teacher, name)
     cands.sort(key=lambda c: (str(_problem(c[0])["id"]), c[0].get("role", ""), str(c[0].get("sample", 0))))
@@ -311,7 +314,7 @@ def baseline_examples(records: list[dict[str, Any]], teacher: str, n: int, seed:
         out.append({
             "key": record_key(prob["id"], rec.get("role"), rec.get("sample", 0), f"baseline:{name}"),
             "problem_id": prob["id"],
-            "prompt": training_prompt(prob["problem"]),
+            "prompt": training_prompt(prob["problem"], prompt_style),
             "segments": [s.to_dict() for s in segs],
             "mask_until_first_transition": False,
             "case": None,
@@ -323,7 +326,12 @@ def baseline_examples(records: list[dict[str, Any]], teacher: str, n: int, seed:
             "role": rec.get("role"),
             "answer": prob.get("answer"),
         })
-    if len(out) < n:
+    if len(out) < n and fill and out:
+        distinct = list(out)
+        for i in range(n - len(distinct)):
+            ex = distinct[i % len(distinct)]
+            out.append({**ex, "key": f"{ex['key']}#rep{i // len(distinct) + 1}"})
+    elif len(out) < n:
         log.warning("baseline %s: only %d correct %s-teacher trajectories for a budget of %d", name, len(out), teacher, n)
     return sorted(out, key=lambda ex: ex["key"])
 
@@ -394,7 +402,7 @@ def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) 
     if records is None:
         records = read_teacher_records(cfg)
     side = _stats_paths(paths.t1)
-    config_hash = cfg.hash("composition", "baselines")
+    config_hash = cfg.hash("composition", "baselines") + f"-{cfg.student.prompt_style}"
     input_hash = _input_hash(records)
     outputs = [paths.t1, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
     if side["summary"].is_file() and all(p.is_file() for p in outputs):
@@ -403,7 +411,7 @@ def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) 
             log.info("compose: outputs at %s are up to date (config %s)", paths.t1.parent, config_hash)
             return {**old, "skipped": True}
 
-    composed, dropped = compose_all(records, cfg.composition)
+    composed, dropped = compose_all(records, cfg.composition, cfg.student.prompt_style)
     t1, report = balance(composed, cfg.composition)
     dropped = dropped + report["dropped"]
     stats = composition_stats(t1, dropped)
@@ -415,7 +423,8 @@ def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) 
 
     baselines = {}
     for name, teacher in sorted(cfg.baselines.items()):
-        ex = baseline_examples(records, teacher, len(t1), cfg.composition.seed, name=name)
+        ex = baseline_examples(records, teacher, len(t1), cfg.composition.seed, name=name,
+                               prompt_style=cfg.student.prompt_style, fill=cfg.composition.baseline_fill)
         available = len(_baseline_pool(records, teacher, name))
         write_jsonl(paths.baseline_data(name), ex)
         cfg.save(paths.baseline_data(name).with_name("config.yaml"))

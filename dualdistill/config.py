@@ -117,6 +117,10 @@ class TinyModelConfig(Strict):
 class StudentConfig(Strict):
     model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", description="S0: path or hub id; 'tiny' builds the local tiny model")
     backend: Literal["hf", "vllm", "openai"] = Field("hf", description="sampling backend for S1/S2")
+    prompt_style: Literal["r1", "compact"] = Field(
+        "r1", description="the student's prompt (training and evaluation): the official r1 system text, or a short "
+        "one for small students (formatting.PROMPT_STYLES)"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tiny: TinyModelConfig | None = Field(None, description="sizes of the tiny model when model == 'tiny'")
     stage0_sft: SFTConfig | None = Field(None, description="embedded only: SFT of the tiny model on text-teacher traces to make S0")
@@ -154,6 +158,9 @@ class CompositionConfig(Strict):
     )
     max_per_case: dict[str, int] = Field(default_factory=dict, description="cap per case: '01', '11', '10'")
     max_per_first_teacher: dict[str, int] = Field(default_factory=dict, description="cap per first teacher: text|agent")
+    baseline_fill: bool = Field(
+        True, description="baselines train on as many examples as T1 (repeating their fewer distinct ones)"
+    )
     mask_before_transition: Literal["wrong_first", "always", "never"] = Field(
         "wrong_first",
         description="no loss on the part before the first transition: only when the first attempt was wrong "

@@ -58,7 +58,7 @@ def model_path(cfg: RunConfig, name: str) -> str:
     return str(RunPaths.of(cfg).model(name))
 
 
-def stage0_examples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stage0_examples(records: list[dict[str, Any]], prompt_style: str = "r1") -> list[dict[str, Any]]:
     """Training examples (source ``stage0``) from teacher rollout records: correct, ok,
     well-formed text-teacher trajectories, with the code-mode training prompt."""
     out, skipped = [], 0
@@ -77,7 +77,7 @@ def stage0_examples(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "key": record_key(pid, rec.get("role", "first"), rec.get("sample", 0), "stage0"),
             "problem_id": pid,
-            "prompt": formatting.build_prompt(text, code=True),
+            "prompt": formatting.build_prompt(text, code=True, style=prompt_style),
             "segments": [s.to_dict() for s in segments],
             "mask_until_first_transition": False,
             "first": "text",
@@ -127,7 +127,7 @@ def run_teacher_distillation(cfg: RunConfig, *, progress: bool = True) -> dict[s
     models: dict[str, Any] = {}
     for job in training_jobs(cfg):
         if job["name"] == "S0":
-            examples = stage0_examples(read_stage0_records(cfg))
+            examples = stage0_examples(read_stage0_records(cfg), cfg.student.prompt_style)
             if not examples:
                 raise ValueError(f"{job['data']}: no correct text-teacher trace to build S0 from")
         else:

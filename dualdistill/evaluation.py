@@ -157,6 +157,7 @@ def evaluate_model(
     benchmark_version: str | None = None,
     grade_workers: int = 2,
     chunk_size: int = 256,
+    prompt_style: str = "r1",
 ) -> list[dict[str, Any]]:
     """Sample, grade and record ``samples`` trajectories per problem; resumable.
 
@@ -173,7 +174,8 @@ def evaluate_model(
         raise ValueError(f"{benchmark}: duplicate problem id {dup!r}")
     version = benchmark_version or bm.benchmark_version(benchmark)
     chash = sample_hash(budget=budget, temperature=temperature, tools=tools, max_code_calls=max_code_calls,
-                        seed=seed, benchmark_version=version, extra=config_hash)
+                        seed=seed, benchmark_version=version,
+                        extra=config_hash if prompt_style == "r1" else f"{config_hash}-{prompt_style}")
 
     def key(p: Problem, s: int) -> str:
         return record_key(model_name, benchmark, budget_name, p.id, s, chash)
@@ -187,7 +189,8 @@ def evaluate_model(
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             items = [
-                RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=tools), role=model_name, sample=s)
+                RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=tools, style=prompt_style),
+                            role=model_name, sample=s)
                 for p, s in chunk
             ]
             trajs = generate_trajectories(
@@ -287,7 +290,7 @@ def run_evaluation(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                             budget=budget, samples=ev.samples, temperature=ev.temperature, tools=m.tools,
                             max_code_calls=ev.max_code_calls, sandbox_pool=pool, store=store, seed=ev.seed,
                             progress=progress, config_hash=policy_hash(policies[m.name], cfg.sandbox),
-                            grade_workers=cfg.sandbox.workers,
+                            grade_workers=cfg.sandbox.workers, prompt_style=cfg.student.prompt_style,
                         )
             finally:
                 close = getattr(policy, "close", None)

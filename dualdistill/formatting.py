@@ -55,6 +55,16 @@ CODE_INSTRUCTION = (
     "tags, it is executed, and the executor's feedback is returned within <executor> </executor> "
     "tags. Print what you need to see."
 )
+# a short system text for small students (the embedded tiny model): the same tags, a fraction of the tokens
+COMPACT_SYSTEM_PROMPT = (
+    "Solve the problem. Reason within <think> </think>, then give the final answer within "
+    "<answer> </answer> as \\boxed{}."
+)
+COMPACT_CODE_INSTRUCTION = " Python code goes within <code> </code>; its output comes back within <executor> </executor>."
+PROMPT_STYLES: dict[str, tuple[str, str]] = {
+    "r1": (SYSTEM_PROMPT, CODE_INSTRUCTION),  # the official format, the default
+    "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_CODE_INSTRUCTION),
+}
 USER_TAG = "<｜User｜>"
 ASSISTANT_TAG = "<｜Assistant｜>"
 BOS_TOKEN = "<｜begin▁of▁sentence｜>"
@@ -77,9 +87,13 @@ CODEACT_SYSTEM_PROMPT = (
 CODEACT_OBSERVATION = "Observation:\n{output}"  # how executor output is shown to the chat model
 
 
-def build_prompt(problem: str, *, code: bool, bos: bool = True) -> str:
-    """The official "r1" prompt; the completion (``render(segments)``) follows it directly."""
-    system = SYSTEM_PROMPT + (CODE_INSTRUCTION if code else "")
+def build_prompt(problem: str, *, code: bool, bos: bool = True, style: str = "r1") -> str:
+    """The student's prompt (default: the official "r1" format); the completion
+    (``render(segments)``) follows it directly. ``style`` names an entry of :data:`PROMPT_STYLES`."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; known: {sorted(PROMPT_STYLES)}")
+    system_text, code_text = PROMPT_STYLES[style]
+    system = system_text + (code_text if code else "")
     return f"{BOS_TOKEN if bos else ''}{system}{USER_TAG}{problem}{ASSISTANT_TAG}"
 
 

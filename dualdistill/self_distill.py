@@ -164,7 +164,8 @@ def sample_student(
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start : start + chunk_size]
                 items = [
-                    RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True),
+                    RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True,
+                                                                           style=cfg.student.prompt_style),
                                 role="student", sample=s, context={})
                     for p, s in chunk
                 ]
@@ -349,13 +350,13 @@ def _student_len(rec: dict) -> int:
 
 
 def _example(rec: dict, rule: str, student: list[Segment], transition: str, solution: list[Segment],
-             g: float, mask: bool, sol_index: int) -> dict:
+             g: float, mask: bool, sol_index: int, prompt_style: str = "r1") -> dict:
     prob = rec["problem"]
     segments = [*student, Segment("transition", transition), *solution]
     return {
         "key": record_key("t2", prob["id"], rule),
         "problem_id": prob["id"],
-        "prompt": formatting.build_prompt(prob["problem"], code=True),
+        "prompt": formatting.build_prompt(prob["problem"], code=True, style=prompt_style),
         "segments": [s.to_dict() for s in segments],
         "mask_until_first_transition": mask,
         "source": "t2",
@@ -378,6 +379,7 @@ def select_examples(
     transitions: Mapping[str, str] | None = None,
     seed: int = 0,
     mask_before_transition: str = "wrong_first",
+    prompt_style: str = "r1",
 ) -> tuple[list[dict], dict]:
     """Step 6: T2 training examples from cached samples (pure; no sampling, no I/O).
 
@@ -447,7 +449,7 @@ def select_examples(
                 continue
             rec, student = _pick(candidates, pick, rng, lambda c: (_student_len(c[0]), int(c[0]["sample"])))
             sol_index, solution = _pick(solutions, pick, rng, lambda s: (len(formatting.render(s[1])), s[0]))
-            ex = _example(rec, rule, student, sentence[rule], solution, g, mask[rule], sol_index)
+            ex = _example(rec, rule, student, sentence[rule], solution, g, mask[rule], sol_index, prompt_style)
             formatting.validate([Segment.from_dict(s) for s in ex["segments"]])
             examples.append(ex)
             report["examples"][rule] += 1
@@ -568,6 +570,7 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
         group_by_problem(records), load_teacher_solutions(cfg, problems),
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
+        prompt_style=cfg.student.prompt_style,
     )
 
 

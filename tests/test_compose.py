@@ -298,13 +298,24 @@ def test_run_compose_reads_the_rollout_store_and_cli(tmp_path, monkeypatch):
 
 
 def test_baseline_shortfall_is_reported(tmp_path, caplog):
-    cfg = make_cfg(tmp_path, composition={"balance": "none"})
+    cfg = make_cfg(tmp_path, composition={"balance": "none", "baseline_fill": False})
     records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
     with caplog.at_level(logging.WARNING):
         summary = C.run_compose(cfg, records=records)
     assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 1, "requested": 3, "available": 1}
     assert summary["baselines"]["tool_only"]["n"] == 3
     assert "only 1" in caplog.text
+
+
+def test_baseline_filled_to_the_same_budget(tmp_path):
+    """Default: a baseline with fewer correct trajectories repeats them to train on as many examples as T1."""
+    cfg = make_cfg(tmp_path, composition={"balance": "none"})
+    records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
+    summary = C.run_compose(cfg, records=records)
+    assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 3, "requested": 3, "available": 1}
+    examples = read_jsonl(RunPaths.of(cfg).baseline_data("text_only"))
+    assert len({e["key"] for e in examples}) == 3 and len({e["problem_id"] for e in examples}) == 1
+    assert sum(e["key"].endswith("#rep1") for e in examples) == 1
 
 
 def test_read_teacher_records_through_rollouts_counts_failures(tmp_path):

@@ -136,3 +136,13 @@ def test_prompt_builder():
 def test_unknown_kind_rejected():
     with pytest.raises(ValueError, match="unknown segment kind"):
         Segment("thought", "x")
+
+
+def test_prompt_styles():
+    r1 = F.build_prompt("P?", code=True)
+    compact = F.build_prompt("P?", code=True, style="compact")
+    assert r1 == F.build_prompt("P?", code=True, style="r1")
+    assert len(compact) < len(r1) / 2 and "<code>" in compact and "<executor>" in compact
+    assert compact.endswith(F.USER_TAG + "P?" + F.ASSISTANT_TAG)
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        F.build_prompt("P?", code=True, style="chatml")

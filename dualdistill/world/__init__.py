@@ -36,7 +36,8 @@ def tokenizer_corpus(world: Any = None, per_family: int = 40, seed: int = 0) -> 
     solutions and agent programs. Agent trajectories here show the program's expected output (its
     answer, or a typical failure message) instead of running it: they only teach the tokenizer."""
     rng = random.Random(f"corpus|{seed}")
-    texts = [formatting.build_prompt("", code=True), formatting.build_prompt("", code=False),
+    texts = [*(formatting.build_prompt("", code=code, style=style)
+               for style in sorted(formatting.PROMPT_STYLES) for code in (True, False)),
              formatting.SECOND_TEACHER_INSTRUCTION, formatting.CALL_CAP_NOTICE,
              *sorted(formatting.KNOWN_TRANSITIONS), *_FAILURE_OUTPUTS]
     names = list(getattr(world, "families", None) or FAMILIES)
