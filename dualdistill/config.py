@@ -117,6 +117,9 @@ class TinyModelConfig(Strict):
 class StudentConfig(Strict):
     model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", description="S0: path or hub id; 'tiny' builds the local tiny model")
     backend: Literal["hf", "vllm", "openai"] = Field("hf", description="sampling backend for S1/S2")
+    batch_size: int = Field(
+        32, ge=1, description="sampling S0/S1/S2: batch size (hf, vllm) or requests in flight (openai)"
+    )
     prompt_style: Literal["r1", "compact"] = Field(
         "r1", description="the student's prompt (training and evaluation): the official r1 system text, or a short "
         "one for small students (formatting.PROMPT_STYLES)"

@@ -240,7 +240,8 @@ def model_policy_config(cfg: RunConfig, model: EvalModel) -> PolicyConfig:
             f"eval.models: model {model.name!r} has no checkpoint at {path}; run {maker} first, "
             "or remove it from eval.models"
         )
-    return PolicyConfig(backend=cfg.student.backend, model=path, dtype=cfg.student.dtype)
+    return PolicyConfig(backend=cfg.student.backend, model=path, dtype=cfg.student.dtype,
+                        max_concurrency=cfg.student.batch_size)
 
 
 def load_benchmarks(cfg: RunConfig) -> dict[str, list[Problem]]:

@@ -102,7 +102,8 @@ def build_student_policy(cfg: RunConfig) -> Any:
 
     pcfg = cfg.self_distill.policy
     if pcfg is None:
-        pcfg = PolicyConfig(backend=cfg.student.backend, model=model_path(cfg, MODEL), dtype=cfg.student.dtype)
+        pcfg = PolicyConfig(backend=cfg.student.backend, model=model_path(cfg, MODEL), dtype=cfg.student.dtype,
+                            max_concurrency=cfg.student.batch_size)
     elif pcfg.model is None:
         pcfg = pcfg.model_copy(update={"model": model_path(cfg, MODEL)})
     if pcfg.backend == "hf":
