@@ -88,14 +88,16 @@ def extract_answer(response: str) -> str | None:
 
 
 def gold_to_str(ground_truth: Any) -> str:
-    """Gold answers come as str, int or float (AMC stores 142.0 for the integer 142)."""
-    if isinstance(ground_truth, bool):
-        return str(ground_truth)
-    if isinstance(ground_truth, float):
-        if math.isfinite(ground_truth) and ground_truth.is_integer():
-            return str(int(ground_truth))
+    """Gold answers come as str, int or float (AMC stores 142.0 for the integer 142): the loaders'
+    rule (``problems.normalize_answer``), falling back to ``str`` for anything it refuses."""
+    from dualdistill.problems import MalformedRecordError, normalize_answer
+
+    if isinstance(ground_truth, float) and not math.isfinite(ground_truth):
         return repr(ground_truth)
-    return str(ground_truth).strip()
+    try:
+        return normalize_answer(ground_truth)
+    except MalformedRecordError:
+        return str(ground_truth).strip()
 
 
 # --- normalisation ------------------------------------------------------------------------------
