@@ -124,6 +124,9 @@ def test_grade_many_reports_timeouts_and_grades_the_rest() -> None:
 
 
 def test_in_process_timeout_on_verify() -> None:
+    import sympy
+
+    sympy.core.cache.clear_cache()  # a comparison cached by an earlier test in this process would not time out
     config = GradeConfig(parse_timeout=2.0, verify_timeout=0.5)
     t0 = time.perf_counter()
     r = grade_result(f"\\boxed{{{SLOW[1]}}}", SLOW[0], config)
