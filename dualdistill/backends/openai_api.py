@@ -420,12 +420,7 @@ class OpenAIPolicy(Policy):
         kwargs, body = self._common(request)
         body.update(payload["body"])
         resp = await self._get_client().chat.completions.create(messages=payload["messages"], extra_body=body or None, **kwargs)
-        choice = _first_choice(resp)
-        message = getattr(choice, "message", None)
-        if message is None:
-            raise BadResponse("chat choice has no message")
-        mextra = dict(getattr(message, "model_extra", None) or {})
-        reasoning = mextra.get("reasoning_content") or mextra.get("reasoning")
+        choice, message, reasoning = _chat_message(resp)
         content = getattr(message, "content", None) or ""
         if not content and not reasoning:
             if getattr(choice, "finish_reason", None) != "length":
@@ -441,12 +436,7 @@ class OpenAIPolicy(Policy):
         """One raw chat turn (``text`` = the assistant content; ``extra["reasoning_content"]``)."""
         kwargs, body = self._common(request)
         resp = await self._get_client().chat.completions.create(messages=messages, extra_body=body or None, **kwargs)
-        choice = _first_choice(resp)
-        message = getattr(choice, "message", None)
-        if message is None:
-            raise BadResponse("chat choice has no message")
-        mextra = dict(getattr(message, "model_extra", None) or {})
-        reasoning = mextra.get("reasoning_content") or mextra.get("reasoning")
+        choice, message, reasoning = _chat_message(resp)
         extra = {"reasoning_content": reasoning} if reasoning else {}
         return self._to_generation(request, choice, getattr(message, "content", None) or "", resp, prior="", extra=extra)
 
@@ -521,6 +511,16 @@ class OpenAIPolicy(Policy):
         if self._thread is not None:
             self._thread.join(10)
         loop.close()
+
+
+def _chat_message(resp: Any) -> tuple[Any, Any, str | None]:
+    """(choice, message, reasoning_content) of a chat response; BadResponse when it has no message."""
+    choice = _first_choice(resp)
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise BadResponse("chat choice has no message")
+    mextra = dict(getattr(message, "model_extra", None) or {})
+    return choice, message, mextra.get("reasoning_content") or mextra.get("reasoning")
 
 
 def _first_choice(resp: Any) -> Any:
