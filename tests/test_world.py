@@ -132,6 +132,24 @@ def test_generate_split_counts_prefixes_and_errors():
         generate_split("test", n=500, families=["digit_count"])
 
 
+def test_a_family_that_runs_out_is_filled_by_the_others(caplog):
+    """digit_count holds ~190 parameter tuples per split: a large split takes them all, the other
+    families share the remainder, the total is exact and the problems stay distinct."""
+    names = ["digit_count", "take_away"]
+    with caplog.at_level("WARNING", logger="dualdistill.world.families"):
+        ps = generate_split("stage0", n=700, families=names)
+    counts = {f: sum(p.family == f for p in ps) for f in names}
+    assert len(ps) == 700 and len({p.problem for p in ps}) == 700
+    assert 100 < counts["digit_count"] < 350 and counts["take_away"] == 700 - counts["digit_count"]
+    assert "digit_count ran out of distinct problems" in caplog.text
+    again = generate_split("stage0", n=700, families=names)
+    assert [p.id for p in again] == [p.id for p in ps]
+    # the i-th problem of a family still does not depend on n
+    small = generate_split("stage0", n=100, families=names)
+    assert [p.problem for p in small if p.family == "take_away"] == \
+        [p.problem for p in ps if p.family == "take_away"][:50]
+
+
 def test_problem_text_is_short_and_names_its_numbers():
     for p in generate_split("test", n=60):
         assert len(p.problem) < 330

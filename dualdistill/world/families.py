@@ -20,12 +20,15 @@ the text). Splits are disjoint by construction: each parameter tuple belongs to 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from dualdistill.problems import Problem
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "stage0")
 SUBSETS = ("computation", "insight")
@@ -247,7 +250,8 @@ def split_of(family: str, params: dict[str, Any]) -> str:
     return next(s for s, r in _SPLIT_BUCKETS.items() if bucket in r)
 
 
-def _family_problems(fam: Family, split: str, count: int, seed: int) -> list[Problem]:
+def _family_problems(fam: Family, split: str, count: int, seed: int) -> tuple[Problem, ...]:
+    """Up to ``count`` distinct problems of one family and split (fewer when its space runs out)."""
     rng = random.Random(f"world|{seed}|{fam.name}|{split}")
     seen: set[str] = set()
     out: list[Problem] = []
@@ -255,8 +259,7 @@ def _family_problems(fam: Family, split: str, count: int, seed: int) -> list[Pro
     while len(out) < count:
         attempts += 1
         if attempts > max_attempts:
-            raise ValueError(f"family {fam.name!r} ran out of distinct {split} problems after {len(out)} "
-                             f"(asked for {count}); lower the world's n_{split} or use more families")
+            break
         p = fam.sample(rng)
         key = fam.key(p)
         if key in seen or split_of(fam.name, p) != split:
@@ -272,12 +275,39 @@ def _family_problems(fam: Family, split: str, count: int, seed: int) -> list[Pro
             family=fam.name,
             meta={**p, "template": template, "seed": seed},
         ))
-    return out
+    return tuple(out)
+
+
+def _quotas(n: int, names: list[str], split: str, seed: int) -> list[list[Problem]]:
+    """``n`` problems spread evenly over ``names``; a family whose parameter space runs out gives
+    what it has and the others share its remainder (logged)."""
+    room = {name: True for name in names}
+    per = {name: n // len(names) + (i < n % len(names)) for i, name in enumerate(names)}
+    while True:
+        lists = {name: _family_problems(FAMILIES[name], split, per[name], seed) for name in names}
+        short = sum(per[name] - len(lists[name]) for name in names)
+        if short == 0:
+            return [list(lists[name]) for name in names]
+        for name in names:
+            if len(lists[name]) < per[name]:
+                room[name] = False
+                per[name] = len(lists[name])
+        open_ = [name for name in names if room[name]]
+        if not open_:
+            raise ValueError(f"ran out of distinct {split} problems: families {names} hold only "
+                             f"{sum(per.values())} (asked for {n}); lower the world's n_{split} or use more families")
+        full = [name for name in names if not room[name]]
+        log.warning("world %s split: %s ran out of distinct problems (%s); the other families fill the "
+                    "remaining %d", split, ", ".join(full), ", ".join(str(per[f]) for f in full), short)
+        for i, name in enumerate(open_):
+            per[name] += short // len(open_) + (i < short % len(open_))
 
 
 def generate_split(split: str, n: int | None = None, families: list[str] | None = None,
                    world: Any = None) -> list[Problem]:
-    """``n`` problems of one split (train | test | stage0), spread evenly over ``families``.
+    """``n`` problems of one split (train | test | stage0), spread evenly over ``families`` (a family
+    whose parameter space runs out — digit_count holds ~190 per split — gives what it has and the
+    others fill the rest).
 
     ``n`` defaults to the world's ``n_<split>``, ``families`` to the world's list (else all), the
     seed to ``world.seed``. Families are interleaved round-robin; the i-th problem of a family does
@@ -299,9 +329,8 @@ def generate_split(split: str, n: int | None = None, families: list[str] | None 
     if len(set(names)) != len(names):
         raise ValueError(f"families listed twice: {names}")
     seed = getattr(world, "seed", 0) if world is not None else 0
-    per = [n // len(names) + (i < n % len(names)) for i in range(len(names))]
-    lists = [_family_problems(FAMILIES[name], split, c, seed) for name, c in zip(names, per, strict=True)]
-    out = [lst[i] for i in range(max(per, default=0)) for lst in lists if i < len(lst)]
+    lists = _quotas(n, names, split, seed) if n else []
+    out = [lst[i] for i in range(max(map(len, lists), default=0)) for lst in lists if i < len(lst)]
     texts = [p.problem for p in out]
     if len(set(texts)) != len(texts):  # cannot happen (keys are unique); guard the invariant
         raise AssertionError(f"duplicate problem text in the {split} split")
