@@ -228,6 +228,9 @@ class SelfDistillConfig(Strict):
     pick: Literal["random", "shortest", "first"] = "random"
     max_problems: int | None = Field(None, ge=1)
     sft: SFTConfig | None = Field(None, description="SFT of S1 on T2 (default: the sft section)")
+    replay_t1: float = Field(
+        0.0, ge=0, description="add this many T1 examples per T2 example (seeded sample) to S2's training "
+        "data, against forgetting; 0 = the paper's T2 only")
     policy: PolicyConfig | None = Field(
         None, description="S1 sampling policy, e.g. an OpenAI-compatible server (default: student.backend on "
         "models/S1; model None means models/S1)")

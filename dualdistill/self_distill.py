@@ -37,7 +37,7 @@ from dualdistill.config import PolicyConfig, RunConfig, load_config, parse_overr
 from dualdistill.formatting import Segment
 from dualdistill.paths import RunPaths
 from dualdistill.problems import Problem, load_sources
-from dualdistill.store import JsonlStore, record_key, write_jsonl
+from dualdistill.store import JsonlStore, read_jsonl, record_key, write_jsonl
 from dualdistill.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -527,10 +527,25 @@ def load_teacher_solutions(cfg: RunConfig, problems: list[Problem]) -> dict[str,
 
 
 # --- step 7 and the whole stage -----------------------------------------------------------------------
+def replay_examples(cfg: RunConfig, n_t2: int) -> list[dict]:
+    """``round(replay_t1 · n_t2)`` T1 examples (a seeded sample without replacement, at most all of
+    T1) mixed into S2's training data against forgetting; none when ``replay_t1`` is 0."""
+    want = round(cfg.self_distill.replay_t1 * n_t2)
+    if want == 0:
+        return []
+    path = RunPaths.of(cfg).t1
+    if not path.is_file():
+        raise FileNotFoundError(f"self_distill.replay_t1 = {cfg.self_distill.replay_t1} needs T1 at {path}: "
+                                "run composition (stage 02) first")
+    t1 = read_jsonl(path)
+    picked = random.Random(f"replay|{cfg.self_distill.seed}").sample(t1, min(want, len(t1)))
+    return [{**ex, "replay": True} for ex in picked]
+
+
 def train_s2(cfg: RunConfig, examples: list[dict], *, progress: bool = True) -> dict:
-    """SFT S1 on T2 → S2 (``self_distill.sft`` or ``sft``; work dir ``checkpoints/S2``, plain model
-    ``models/S2``; a rerun with the same data and settings is a no-op). With an empty T2, S2 is a
-    copy of S1 and the result carries a ``warning``."""
+    """SFT S1 on T2 (plus ``replay_t1`` T1 examples) → S2 (``self_distill.sft`` or ``sft``; work
+    dir ``checkpoints/S2``, plain model ``models/S2``; a rerun with the same data and settings is a
+    no-op). With an empty T2, S2 is a copy of S1 and the result carries a ``warning``."""
     from dualdistill.distill import model_path
     from dualdistill.sft import model_fingerprint, train_sft
 
@@ -541,8 +556,10 @@ def train_s2(cfg: RunConfig, examples: list[dict], *, progress: bool = True) -> 
         if marker.exists():  # S2 was a copy of S1: train from scratch into a clean dir
             shutil.rmtree(out)
         sft = cfg.self_distill.sft or cfg.sft
-        return train_sft(examples, base, paths.checkpoints(OUT_MODEL), sft, model_dir=out, resume=True,
-                         device=cfg.device, progress=progress)
+        replay = replay_examples(cfg, len(examples))
+        result = train_sft(examples + replay, base, paths.checkpoints(OUT_MODEL), sft, model_dir=out,
+                           resume=True, device=cfg.device, progress=progress)
+        return {**result, "t2_examples": len(examples), "replay_t1_examples": len(replay)}
     msg = f"T2 is empty: no problem passed the β1/β2 rules with a teacher solution; S2 is a copy of S1 ({base})"
     log.warning(msg)
     result: dict[str, Any] = {"copied_from": str(base), "base": model_fingerprint(base), "warning": msg,

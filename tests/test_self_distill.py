@@ -529,3 +529,26 @@ def test_malformed_student_attempts_are_not_used():
     examples, report = select_examples({"p": [rec, truncated]}, {"p": [text_solution()]}, beta1=0.0, beta2=0.9)
     assert examples == [] and report["no_student_sample"]["correct"] == ["p"]
     assert report["unusable_student_samples"] == 2
+
+
+def test_replay_mixes_a_seeded_sample_of_t1(tmp_path):
+    """replay_t1 = r adds round(r·|T2|) distinct T1 examples (at most all of T1), the same ones on a
+    rerun; 0 adds none; a missing T1 is an error naming the stage that writes it."""
+    from dualdistill.paths import RunPaths
+    from dualdistill.self_distill import replay_examples
+    from dualdistill.store import write_jsonl
+
+    raw = tiny_cfg(tmp_path)
+    cfg = config_from_dict(raw, overrides={"self_distill.replay_t1": 1.5})
+    with pytest.raises(FileNotFoundError, match="stage 02"):
+        replay_examples(cfg, 4)
+    t1 = [{"key": f"t1-{i}", "problem_id": f"p{i}", "prompt": "x", "segments": []} for i in range(10)]
+    write_jsonl(RunPaths.of(cfg).t1, t1)
+    picked = replay_examples(cfg, 4)
+    assert len(picked) == 6 and len({e["key"] for e in picked}) == 6
+    assert all(e["replay"] for e in picked) and {e["key"] for e in picked} <= {e["key"] for e in t1}
+    assert [e["key"] for e in replay_examples(cfg, 4)] == [e["key"] for e in picked]
+    assert len(replay_examples(cfg, 100)) == 10
+    assert replay_examples(config_from_dict(raw), 4) == []
+    with pytest.raises(Exception, match="replay_t1"):
+        config_from_dict(raw, overrides={"self_distill.replay_t1": -1})
