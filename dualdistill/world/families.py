@@ -250,7 +250,7 @@ def split_of(family: str, params: dict[str, Any]) -> str:
     return next(s for s, r in _SPLIT_BUCKETS.items() if bucket in r)
 
 
-def _family_problems(fam: Family, split: str, count: int, seed: int) -> tuple[Problem, ...]:
+def _family_problems(fam: Family, split: str, count: int, seed: int) -> list[Problem]:
     """Up to ``count`` distinct problems of one family and split (fewer when its space runs out)."""
     rng = random.Random(f"world|{seed}|{fam.name}|{split}")
     seen: set[str] = set()
@@ -275,30 +275,30 @@ def _family_problems(fam: Family, split: str, count: int, seed: int) -> tuple[Pr
             family=fam.name,
             meta={**p, "template": template, "seed": seed},
         ))
-    return tuple(out)
+    return out
 
 
 def _quotas(n: int, names: list[str], split: str, seed: int) -> list[list[Problem]]:
     """``n`` problems spread evenly over ``names``; a family whose parameter space runs out gives
     what it has and the others share its remainder (logged)."""
-    room = {name: True for name in names}
     per = {name: n // len(names) + (i < n % len(names)) for i, name in enumerate(names)}
+    lists: dict[str, list[Problem]] = {}
+    open_ = list(names)  # families that may still grow; exhausted ones keep their lists
     while True:
-        lists = {name: _family_problems(FAMILIES[name], split, per[name], seed) for name in names}
-        short = sum(per[name] - len(lists[name]) for name in names)
-        if short == 0:
-            return [list(lists[name]) for name in names]
-        for name in names:
-            if len(lists[name]) < per[name]:
-                room[name] = False
-                per[name] = len(lists[name])
-        open_ = [name for name in names if room[name]]
+        for name in open_:
+            lists[name] = _family_problems(FAMILIES[name], split, per[name], seed)
+        exhausted = [name for name in open_ if len(lists[name]) < per[name]]
+        if not exhausted:
+            return [lists[name] for name in names]
+        short = sum(per[name] - len(lists[name]) for name in exhausted)
+        open_ = [name for name in open_ if name not in exhausted]
         if not open_:
             raise ValueError(f"ran out of distinct {split} problems: families {names} hold only "
-                             f"{sum(per.values())} (asked for {n}); lower the world's n_{split} or use more families")
-        full = [name for name in names if not room[name]]
+                             f"{sum(map(len, lists.values()))} (asked for {n}); lower the world's n_{split} "
+                             "or use more families")
         log.warning("world %s split: %s ran out of distinct problems (%s); the other families fill the "
-                    "remaining %d", split, ", ".join(full), ", ".join(str(per[f]) for f in full), short)
+                    "remaining %d", split, ", ".join(exhausted), ", ".join(str(len(lists[f])) for f in exhausted),
+                    short)
         for i, name in enumerate(open_):
             per[name] += short // len(open_) + (i < short % len(open_))
 
