@@ -3,8 +3,8 @@
     .venv/bin/python bench/copy_calibration.py --lr 1e-3 --steps 2000 [--base outputs/demo/models/tiny_base]
 
 Every strategy in the world needs one skill a pretrained LLM already has and a tiny model trained from
-scratch must first acquire: copying a token from the prompt (an operand into code, the last digit of a
-12-digit count). This trains the tiny base on the bare skill — insight problems whose trace is
+scratch must first acquire: copying a token from the prompt (an operand into code, the last digit of
+the count N = 10^(10^E) + r). This trains the tiny base on the bare skill — insight problems whose trace is
 "Only the last digit of the count matters: it is d." then \\boxed{d} — and prints the loss every 100
 steps and the held-out accuracy per family. A copy circuit shows as a sudden drop of the loss from the
 chance plateau (~0.14 here); if it never comes, the learning rate or the step budget of the demo's
@@ -32,8 +32,13 @@ from dualdistill.world import generate_split, tokenizer_corpus  # noqa: E402
 INSIGHT = ["round_table", "repeating_decimal", "take_away"]
 
 
+def last_digit(problem) -> int:
+    """The last digit of the problem's count N (= the last digit of r)."""
+    return problem.meta["r"] % 10
+
+
 def example(problem, style: str) -> dict:
-    d = problem.meta["N"] % 10
+    d = last_digit(problem)
     segments = [Segment("think", f"Only the last digit of the count matters: it is {d}."),
                 Segment("answer", formatting.answer_text(str(d)))]
     return {"key": problem.id, "problem_id": problem.id, "prompt": formatting.build_prompt(problem.problem, code=True, style=style),
@@ -54,7 +59,7 @@ def held_out_accuracy(model_dir: Path, problems: list, style: str) -> dict[str, 
     hits: dict[str, list[bool]] = defaultdict(list)
     for p, ids in zip(problems, out, strict=True):
         text = tok.decode(ids[enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        hits[p.family].append(grade(text, str(p.meta["N"] % 10)))
+        hits[p.family].append(grade(text, str(last_digit(p))))
     return {f: sum(v) / len(v) for f, v in hits.items()}
 
 

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="world seed and request seed")
     ap.add_argument("--workers", type=int, default=8, help="sandboxes in the pool")
     ap.add_argument("--budget", type=int, default=2048)
+    ap.add_argument("--timeout", type=float, default=3.0, help="seconds per code execution")
     ap.add_argument("--tiny", action="store_true", help="also time the tiny-model build")
     ap.add_argument("--json", help="write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     problems = generate_split(args.split, n=args.per_family * len(FAMILIES), world=world)
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     timing: dict[str, float] = {}
-    with SandboxPool(args.workers, timeout=3.0, memory_mb=1024) as pool:
+    with SandboxPool(args.workers, timeout=args.timeout, memory_mb=1024) as pool:
         for kind in ("text", "agent"):
             policy = build_policy(PolicyConfig(backend="scripted", model=kind), seed=args.seed)
             items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first")

@@ -58,39 +58,47 @@ def test_computation_answers_match_brute_force(split):
         assert p.answer == str(expected), (p.id, p.problem)
 
 
+def _count(p: dict) -> int:
+    """N = 10^(10^E) + r written out (only for tiny E)."""
+    return 10 ** (10 ** p["E"]) + p["r"]
+
+
 def test_insight_closed_forms_match_simulation_on_small_inputs():
+    """E = 0 (N = 10 + r) is small enough to simulate: the answers use only N mod 10 and agree."""
     rng = random.Random(0)
     for _ in range(300):
-        s, k, n = rng.randint(0, 9), rng.randint(1, 9), rng.randint(0, 120)
+        s, r = rng.randint(0, 9), rng.randint(1, 110)
         seat = s
-        for _ in range(n):
-            seat = (seat + k) % 10
-        assert FAMILIES["round_table"].answer({"s": s, "k": k, "N": n}) == seat
+        for _ in range(_count({"E": 0, "r": r})):
+            seat = (seat + 1) % 10
+        assert FAMILIES["round_table"].answer({"s": s, "E": 0, "r": r}) == seat
         den = rng.choice([99, 99999])
         a = rng.randint(10, 98) if den == 99 else rng.randint(10001, 99998)
-        pos = rng.randint(1, 60)
+        pos = _count({"E": 0, "r": rng.randint(1, 50)})
         digit = int(Fraction(a, den) * 10**pos) % 10  # long division by exact rationals
-        assert FAMILIES["repeating_decimal"].answer({"a": a, "den": den, "N": pos}) == digit
+        assert FAMILIES["repeating_decimal"].answer({"a": a, "den": den, "E": 0, "r": pos - 10}) == digit
     for k in (4, 9):  # take-away: solve the game by dynamic programming for every pile size
-        win = [False] * 150
-        for n in range(1, 150):
+        win = [False] * 160
+        for n in range(1, 160):
             win[n] = any(not win[n - t] for t in range(1, min(k, n) + 1))
-        for n in range(1, 150):
+        for n in range(11, 160):
             if win[n]:
                 moves = [t for t in range(1, min(k, n) + 1) if not win[n - t]]
-                assert moves == [FAMILIES["take_away"].answer({"k": k, "N": n})]
+                assert moves == [FAMILIES["take_away"].answer({"k": k, "E": 0, "r": n - 10})]
 
 
 def test_insight_answers_of_generated_problems():
     for p in generate_split("train", n=60, families=family_names("insight")):
         m, ans = p.meta, int(p.answer)
-        assert m["N"] >= 10**11  # far too many steps for a loop in 3 s
+        assert m["E"] >= 10 and "10^(10^" in p.problem  # N has >= 10^10 digits: no program builds it
+        n_mod = {q: (pow(10, 10 ** m["E"], q) + m["r"]) % q for q in (2, 5, 10)}
         if p.family == "round_table":
-            assert ans == (m["s"] + m["k"] * (m["N"] % 10)) % 10
+            assert ans == (m["s"] + m["r"]) % 10 == (m["s"] + n_mod[10]) % 10
         elif p.family == "repeating_decimal":
-            assert ans == (m["a"] * pow(10, m["N"] - 1, m["den"]) % m["den"]) * 10 // m["den"]
+            period = len(str(m["den"]))
+            assert ans == int(str(m["a"]).zfill(period)[(n_mod[period] - 1) % period])
         else:
-            assert 1 <= ans <= m["k"] and (m["N"] - ans) % (m["k"] + 1) == 0
+            assert 1 <= ans <= m["k"] and (n_mod[m["k"] + 1] - ans) % (m["k"] + 1) == 0
 
 
 # --- splits -------------------------------------------------------------------------------------
@@ -129,33 +137,35 @@ def test_generate_split_counts_prefixes_and_errors():
     with pytest.raises(ValueError, match="unknown split"):
         generate_split("dev", n=3)
     with pytest.raises(ValueError, match="ran out of distinct test problems"):
-        generate_split("test", n=500, families=["digit_count"])
+        generate_split("test", n=1000, families=["digit_count"])
 
 
 def test_a_family_that_runs_out_is_filled_by_the_others(caplog):
-    """digit_count holds ~190 parameter tuples per split: a large split takes them all, the other
+    """digit_count holds ~720 parameter tuples in stage0: a large split takes them all, the other
     families share the remainder, the total is exact and the problems stay distinct."""
-    names = ["digit_count", "take_away"]
+    names = ["digit_count", "modpow"]
     with caplog.at_level("WARNING", logger="dualdistill.world.families"):
-        ps = generate_split("stage0", n=700, families=names)
+        ps = generate_split("stage0", n=2000, families=names)
     counts = {f: sum(p.family == f for p in ps) for f in names}
-    assert len(ps) == 700 and len({p.problem for p in ps}) == 700
-    assert 100 < counts["digit_count"] < 350 and counts["take_away"] == 700 - counts["digit_count"]
+    assert len(ps) == 2000 and len({p.problem for p in ps}) == 2000
+    assert 500 < counts["digit_count"] < 1000 and counts["modpow"] == 2000 - counts["digit_count"]
     assert "digit_count ran out of distinct problems" in caplog.text
-    again = generate_split("stage0", n=700, families=names)
+    again = generate_split("stage0", n=2000, families=names)
     assert [p.id for p in again] == [p.id for p in ps]
     # the i-th problem of a family still does not depend on n
     small = generate_split("stage0", n=100, families=names)
-    assert [p.problem for p in small if p.family == "take_away"] == \
-        [p.problem for p in ps if p.family == "take_away"][:50]
+    assert [p.problem for p in small if p.family == "modpow"] == \
+        [p.problem for p in ps if p.family == "modpow"][:50]
 
 
 def test_problem_text_is_short_and_names_its_numbers():
     for p in generate_split("test", n=60):
         assert len(p.problem) < 330
-        for key in ("a", "b", "m", "N", "s", "k"):
+        for key in ("a", "b", "m", "N", "s", "k", "E", "r"):
             if key in p.meta:
                 assert str(p.meta[key]) in p.problem, (key, p.problem)
+        if "E" in p.meta:
+            assert f"10^(10^{p.meta['E']}) + {p.meta['r']}" in p.problem
 
 
 # --- teachers without code execution ----------------------------------------------------------
@@ -247,7 +257,7 @@ def test_policy_token_limits_errors_and_determinism():
 def test_agent_programs_per_family_are_short():
     for p in generate_split("test", n=60):
         prog = agent_program(p, random.Random(0), clever_prob=0.5)
-        assert len(prog.code) < 200 and prog.code.count("\n") <= 4
+        assert len(prog.code) < 220 and prog.code.count("\n") <= 4
         assert prog.kind in (("exact", "typo") if p.subset == "computation" else ("brute", "clever"))
 
 
@@ -287,7 +297,7 @@ def _rollout(policy, problems, pool, *, sample=0, context=None):
 def test_agent_code_really_runs_in_the_sandbox(pool):
     agent = ScriptedTeacher("agent", typo_prob=0.0)
     probs = [_problem("modpow", a=7, b=85, m=613), _problem("digit_sum_power", a=37, b=11),
-             _problem("digit_count", N=5000, s=17)]
+             _problem("digit_count", N=4700, s=17)]
     for traj, p in zip(_rollout(agent, probs, pool), probs, strict=True):
         assert traj.finish_reason == "answer" and traj.n_code_calls == 1 and traj.n_code_errors == 0
         formatting.validate(traj.segments)
@@ -297,41 +307,35 @@ def test_agent_code_really_runs_in_the_sandbox(pool):
         assert grade(traj.completion, p.answer)
 
 
-def test_insight_brute_force_times_out_or_exhausts_memory(pool):
-    agent = ScriptedTeacher("agent", clever_prob=0.0)
-    probs = [_problem("round_table", s=3, k=7, N=738291046235),
-             _problem("take_away", k=9, N=142221541516)]
-    slow, greedy = _rollout(agent, probs, pool)
-    assert slow.n_code_timeouts == 1 and slow.timings["execution"] >= 2.9
-    assert [s.meta["status"] for s in slow.segments if s.kind == "code"] == ["timeout"]
-    assert "did not finish in time" in slow.segments[-2].text
-    assert greedy.n_code_errors == 1 and greedy.n_code_timeouts == 0
-    assert "MemoryError" in next(s.text for s in greedy.segments if s.kind == "executor")
-    for traj in (slow, greedy):
-        formatting.validate(traj.segments)
-        assert formatting.parse(traj.completion, strict=True) == traj.segments
-    clever = ScriptedTeacher("agent", clever_prob=1.0)
-    for traj, p in zip(_rollout(clever, probs, pool), probs, strict=True):
-        assert traj.n_code_errors == 0 and grade(traj.completion, p.answer)
+def test_insight_programs_time_out_brute_force_and_closed_form_alike(pool):
+    """N = 10^(10^E) + r: the simulation and the closed formula both write N out and time out."""
+    probs = [_problem("round_table", s=3, E=12, r=6235), _problem("take_away", k=9, E=10, r=1516)]
+    for clever in (0.0, 1.0):
+        for traj, p in zip(_rollout(ScriptedTeacher("agent", clever_prob=clever), probs, pool), probs, strict=True):
+            assert traj.n_code_timeouts == 1 and traj.timings["execution"] >= 2.9, (p.family, clever)
+            assert [s.meta["status"] for s in traj.segments if s.kind == "code"] == ["timeout"]
+            assert "did not finish in time" in traj.segments[-2].text
+            formatting.validate(traj.segments)
+            assert formatting.parse(traj.completion, strict=True) == traj.segments
 
 
 def test_second_teacher_solves_with_its_own_strategy(pool):
-    p = _problem("digit_count", N=5000, s=17)
+    p = _problem("digit_count", N=4700, s=17)
     first = ScriptedTeacher("text").generate([_req(p, stop=[])])[0].text
     (traj,) = _rollout(ScriptedTeacher("agent", typo_prob=0.0), [p], pool, context={"first_attempt": first})
     assert traj.n_code_calls == 1 and grade(traj.completion, p.answer)
-    (text_second,) = _rollout(ScriptedTeacher("text"), [_problem("take_away", k=4, N=123456789012)], pool,
+    (text_second,) = _rollout(ScriptedTeacher("text"), [_problem("take_away", k=4, E=11, r=9012)], pool,
                               context={"first_attempt": "<think>\nI simulate it.\n</think>\n"})
     assert text_second.n_code_calls == 0 and grade(text_second.completion, "2")
 
 
 def test_brute_force_programs_are_right_on_small_inputs(pool):
-    """The insight families' brute force is a correct program: it fails only because N is huge."""
+    """The insight families' programs are correct: they fail only because N is huge (E = 0: N = 10 + r)."""
     from dualdistill.sandbox import PythonSandbox
 
-    cases = [_problem("round_table", s=3, k=7, N=1234), _problem("repeating_decimal", a=31415, den=99999, N=1237),
-             _problem("repeating_decimal", a=17, den=99, N=2000), _problem("take_away", k=4, N=1237),
-             _problem("take_away", k=9, N=2003)]
+    cases = [_problem("round_table", s=3, E=0, r=1234), _problem("repeating_decimal", a=31415, den=99999, E=0, r=1237),
+             _problem("repeating_decimal", a=17, den=99, E=0, r=2000), _problem("take_away", k=4, E=0, r=1237),
+             _problem("take_away", k=9, E=0, r=2003)]
     with PythonSandbox(timeout=3.0, memory_mb=1024) as sb:
         for p in cases:
             for clever in (0.0, 1.0):
@@ -352,3 +356,12 @@ def test_world_and_corpus_do_not_depend_on_the_hash_seed():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outs) == 1
+
+
+def test_count_with_digit_sum_matches_brute_force_for_any_n():
+    from dualdistill.world.families import count_with_digit_sum
+
+    rng = random.Random(1)
+    for n in [1, 9, 10, 99, 100, 4700, 9999, *(rng.randint(1, 20000) for _ in range(30))]:
+        for s in (1, 5, 13, 27):
+            assert count_with_digit_sum(n, s) == sum(1 for x in range(1, n + 1) if sum(map(int, str(x))) == s), (n, s)

@@ -7,10 +7,12 @@ Two kinds of family, told apart by their wording:
 
 - **computation** (agent-favoured): short operands, but an *operation* that only code gets right
   (modular powers, digit sums of big powers, digit-sum counts over a range). Text arithmetic slips.
-- **insight** (reasoning-favoured): a process run ~10^11 times whose answer follows from one rule
-  about the last digit of the step count (a cycle of 10 seats, a repeating decimal block, the
-  losing positions of a take-away game). The natural program loops or allocates ~10^11 items and
-  times out or runs out of memory in the 3 s sandbox; the text argument is a short lookup.
+- **insight** (reasoning-favoured): a process run N = 10^(10^E) + r times whose answer follows from
+  one rule about the last digit of N (a cycle of 10 seats, a repeating decimal block, the losing
+  positions of a take-away game). The power of ten ends in zeros, so the last digit of N is the last
+  digit of r; the text argument is a lookup from it. Every program that writes N out —
+  the natural simulation and the closed formula alike — has to build a number of 10^E digits and
+  times out in the sandbox (DESIGN §5: "use sizes or nesting where the natural program times out").
 
 ``Problem.meta`` holds the generator parameters (what the scripted teachers read; nobody parses
 the text). Splits are disjoint by construction: each parameter tuple belongs to exactly one split
@@ -106,43 +108,77 @@ class DigitSumPower(Family):
         return rng.randint(3 * n_digits, 6 * n_digits)
 
 
+def count_with_digit_sum(n: int, s: int) -> int:
+    """How many integers in 1..n have digit sum ``s`` (s >= 1): a count by leading digits."""
+    digits = list(map(int, str(n)))
+    total, prefix = 0, 0
+    for i, d in enumerate(digits):
+        free = len(digits) - 1 - i
+        total += sum(tails_with_digit_sum(free, s - prefix - t) for t in range(d))
+        prefix += d
+    return total + int(prefix == s)  # numbers below n (0 never counts), then n itself
+
+
 class DigitCount(Family):
-    """How many integers in 1..N (N = d·10^k) have digit sum s: a count by leading digit."""
+    """How many integers in 1..N (N a 4-digit multiple of 100) have digit sum s."""
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
-        k = rng.choice([3, 4])
-        d = rng.randint(2, 9) if k == 3 else rng.randint(1, 9)
-        return {"N": d * 10**k, "s": rng.randint(5, 9 * k - 3)}
+        return {"N": 100 * rng.randint(10, 99), "s": rng.randint(5, 24)}
 
     def answer(self, p: dict[str, Any]) -> int:
-        n, s = p["N"], p["s"]
-        k = len(str(n)) - 1
-        lead = n // 10**k
-        count = sum(tails_with_digit_sum(k, s - t) for t in range(lead))  # 0 .. N-1
-        return count + int(digit_sum(n) == s)  # 0 has digit sum 0 < s; N itself
+        return count_with_digit_sum(p["N"], p["s"])
 
     def guess(self, p: dict[str, Any], rng: random.Random) -> int:
         return rng.randint(1, max(2, p["N"] // 20))
 
 
 # --- insight families ----------------------------------------------------------------------
-_BIG = (10**11, 10**12 - 1)  # step counts: 12 digits, far beyond any loop in 3 s
+# N = 10^(10^E) + r: a number of 10^E digits, which no program can build in time. E is fixed and r has
+# 12 digits, so the digit the argument copies sits where it sat in the earlier world of 12-digit counts
+# (where bench/copy_calibration.py measured the tiny student's copying).
+_EXPONENT = (12, 12)
+_TAIL = (10**11, 10**12 - 1)
 
 
-class RoundTable(Family):
-    """A token moves k seats round a table of 10 seats, N times: seat = (s + k·N) mod 10."""
+class HugeCount(Family):
+    """A family whose step count is N = 10^(10^E) + r (``meta``: E, r); the text shows N as written."""
+
+    @staticmethod
+    def count_text(p: dict[str, Any]) -> str:
+        return f"10^(10^{p['E']}) + {p['r']}"
+
+    @staticmethod
+    def count_code(p: dict[str, Any]) -> str:
+        """N as a Python expression (evaluating it builds all 10^E digits)."""
+        return f"10**(10**{p['E']}) + {p['r']}"
+
+    @staticmethod
+    def residue(p: dict[str, Any], m: int) -> int:
+        """N mod m, without building N."""
+        return (pow(10, 10 ** p["E"], m) + p["r"]) % m
+
+    @staticmethod
+    def sample_count(rng: random.Random) -> dict[str, int]:
+        return {"E": rng.randint(*_EXPONENT), "r": rng.randint(*_TAIL)}
+
+    def text(self, p: dict[str, Any], template: int) -> str:
+        return self.templates[template].format(**p, N=self.count_text(p))
+
+
+class RoundTable(HugeCount):
+    """A token moves one seat round a table of 10 seats, N times: seat = (s + N) mod 10."""
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
-        return {"s": rng.randint(0, 9), "k": rng.randint(1, 9), "N": rng.randint(*_BIG)}
+        return {"s": rng.randint(0, 9), **self.sample_count(rng)}
 
     def answer(self, p: dict[str, Any]) -> int:
-        return (p["s"] + p["k"] * p["N"]) % 10
+        return (p["s"] + self.residue(p, 10)) % 10
 
     def guess(self, p: dict[str, Any], rng: random.Random) -> int:
         return rng.randint(0, 9)
 
 
-class RepeatingDecimal(Family):
+class RepeatingDecimal(HugeCount):
     """The N-th digit after the point of a/99 (block of 2) or a/99999 (block of 5)."""
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
@@ -150,7 +186,7 @@ class RepeatingDecimal(Family):
             den, a = 99, rng.randint(10, 98)
         else:
             den, a = 99999, rng.randint(10001, 99998)
-        return {"a": a, "den": den, "N": rng.randint(*_BIG)}
+        return {"a": a, "den": den, **self.sample_count(rng)}
 
     @staticmethod
     def block(p: dict[str, Any]) -> str:
@@ -158,24 +194,24 @@ class RepeatingDecimal(Family):
 
     def answer(self, p: dict[str, Any]) -> int:
         block = self.block(p)
-        return int(block[(p["N"] - 1) % len(block)])
+        return int(block[(self.residue(p, len(block)) - 1) % len(block)])
 
     def guess(self, p: dict[str, Any], rng: random.Random) -> int:
         return rng.randint(0, 9)
 
 
-class TakeAway(Family):
+class TakeAway(HugeCount):
     """Take 1..k stones (k = 4 or 9) from N, last stone wins: the winning move is N mod (k+1)."""
 
     def sample(self, rng: random.Random) -> dict[str, Any]:
         k = rng.choice([4, 9])
-        n = rng.randint(*_BIG)
-        while n % (k + 1) == 0:
-            n = rng.randint(*_BIG)
-        return {"k": k, "N": n}
+        p = {"k": k, **self.sample_count(rng)}
+        while self.residue(p, k + 1) == 0:
+            p = {"k": k, **self.sample_count(rng)}
+        return p
 
     def answer(self, p: dict[str, Any]) -> int:
-        return p["N"] % (p["k"] + 1)
+        return self.residue(p, p["k"] + 1)
 
     def guess(self, p: dict[str, Any], rng: random.Random) -> int:
         return rng.randint(1, p["k"])
@@ -204,10 +240,10 @@ FAMILIES: dict[str, Family] = {
         )),
         RoundTable("round_table", "insight", (
             "Ten friends sit around a round table in seats numbered 0 to 9. A coin starts at seat {s} "
-            "and on every turn it moves {k} seats clockwise. Which seat holds the coin after {N} turns?",
-            "A pointer on a dial with positions 0 to 9 starts at {s}. Each step moves it forward by {k} "
-            "positions, wrapping around after 9. Where is the pointer after {N} steps?",
-            "Seats 0 through 9 form a circle. A token begins on seat {s} and jumps {k} seats clockwise "
+            "and on every turn it moves to the next seat clockwise. Which seat holds the coin after {N} turns?",
+            "A pointer on a dial with positions 0 to 9 starts at {s}. Each step moves it forward by one "
+            "position, wrapping around after 9. Where is the pointer after {N} steps?",
+            "Seats 0 through 9 form a circle. A token begins on seat {s} and moves one seat clockwise "
             "on each move. On which seat is the token after {N} moves?",
         )),
         RepeatingDecimal("repeating_decimal", "insight", (
@@ -306,8 +342,7 @@ def _quotas(n: int, names: list[str], split: str, seed: int) -> list[list[Proble
 def generate_split(split: str, n: int | None = None, families: list[str] | None = None,
                    world: Any = None) -> list[Problem]:
     """``n`` problems of one split (train | test | stage0), spread evenly over ``families`` (a family
-    whose parameter space runs out — digit_count holds ~190 per split — gives what it has and the
-    others fill the rest).
+    whose parameter space runs out gives what it has and the others fill the rest).
 
     ``n`` defaults to the world's ``n_<split>``, ``families`` to the world's list (else all), the
     seed to ``world.seed``. Families are interleaved round-robin; the i-th problem of a family does

@@ -16,8 +16,8 @@ Failure modes (each teacher fails on the other's home ground):
   the arithmetic in text and each operation slips with probability ``1-(1-slip_rate)^work``
   (work = digit operations), one wrong digit that propagates through the rest of the work;
 - agent: exact programs on computation families (rarely a mistyped operand); on insight families
-  mostly the natural brute force, which times out or exhausts memory (then it guesses), sometimes
-  (``clever_prob``) the closed-form program.
+  mostly the natural brute force, sometimes (``clever_prob``) the closed-form formula — both write
+  the step count N = 10^(10^E) + r out as a Python number, time out, and the agent guesses.
 
 Randomness comes from the request seed, the problem id, the sample and the role, so a rollout is
 deterministic. Options (``PolicyConfig.extra``): ``slip_rate``, ``insight_slip`` (text teacher),
@@ -136,19 +136,25 @@ def _text_digit_sum_power(p: dict[str, Any], slips: Slips) -> tuple[list[str], i
 
 def _text_digit_count(p: dict[str, Any], slips: Slips) -> tuple[list[str], int]:
     n, s = p["N"], p["s"]
-    k = len(str(n)) - 1
-    lead = n // 10**k
-    counts = []
-    for t in range(lead):
-        c = tails_with_digit_sum(k, s - t)
-        counts.append(slips.maybe(c, 12 * _nd(c)) if c else 0)
-    lines = [f"I count by the leading digit t = 0 to {lead - 1}: the other {k} digits must add up to {s} - t.",
-             f"Endings with digit sum {', '.join(str(s - t) for t in range(lead))}: "
-             f"{', '.join(map(str, counts))}."]
-    total = sum(counts)
-    total = slips.maybe(total, sum(_nd(c) for c in counts))
-    if lead == s:  # N = d·10^k has digit sum d
-        lines.append(f"{n} itself has digit sum {lead}, so it counts too.")
+    digits = list(map(int, str(n)))
+    lines = [f"I count the numbers below {n} by their leading digits, then check {n} itself."]
+    counts: list[int] = []
+    prefix = 0
+    for i, d in enumerate(digits):
+        free = len(digits) - 1 - i
+        if d:
+            level = []
+            for t in range(d):
+                c = tails_with_digit_sum(free, s - prefix - t)
+                level.append(slips.maybe(c, 12 * _nd(c)) if c else 0)
+            head = "First digit" if i == 0 else f"After {str(n)[:i]}, next digit"
+            lines.append(f"{head} t = 0 to {d - 1}, the other {free} digits add up to {s - prefix} - t: "
+                         f"{', '.join(map(str, level))}.")
+            counts += level
+        prefix += d
+    total = slips.maybe(sum(counts), sum(_nd(c) for c in counts))
+    if prefix == s:
+        lines.append(f"{n} itself has digit sum {s}, so it counts too.")
         total += 1
         lines.append(f"Total: {' + '.join(map(str, counts))} + 1 = {total}.")
     else:
@@ -157,20 +163,24 @@ def _text_digit_count(p: dict[str, Any], slips: Slips) -> tuple[list[str], int]:
 
 
 def _last_digit(n: int, rng: random.Random, slip: float) -> int:
-    """The last digit of ``n``, misread as the one before it w.p. ``slip``."""
-    return (n // 10) % 10 if rng.random() < slip else n % 10
+    """The last digit of ``n``, misread as a neighbouring digit w.p. ``slip``."""
+    return (n + rng.choice((-1, 1))) % 10 if rng.random() < slip else n % 10
+
+
+def _ends(p: dict[str, Any], d: int) -> str:
+    """Why N ends in ``d``: the power of ten ends in zeros, so N ends in the last digit of r."""
+    return f"The power of ten ends in zeros, so the count ends in {d}"
 
 
 def _text_round_table(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
-    s, k, n = p["s"], p["k"], p["N"]
-    d = _last_digit(n, rng, slip)
-    seats, seat = [], s
+    d = _last_digit(p["r"], rng, slip)
+    seats, seat = [], p["s"]
     for j in range(d + 1):
         seats.append(f"{j}:{seat}")
-        seat = (seat + k) % 10
+        seat = (seat + 1) % 10
     answer = int(seats[-1].split(":")[1])
-    lines = ["The positions repeat every 10 moves, so only the last digit of the number of moves matters: "
-             f"it is {d}.",
+    lines = ["The positions repeat every 10 moves, so only the last digit of the number of moves matters.",
+             f"{_ends(p, d)}.",
              f"Position after j moves: {' '.join(seats)}.",
              f"So it ends at position {answer}."]
     return lines, answer
@@ -181,12 +191,12 @@ def _text_repeating_decimal(p: dict[str, Any], rng: random.Random, slip: float) 
 
     block = RepeatingDecimal.block(p)
     period = len(block)
-    d = _last_digit(p["N"], rng, slip)
+    d = _last_digit(p["r"], rng, slip)
     place = d % period or period
     answer = int(block[place - 1])
     lines = [f"{p['a']}/{p['den']} repeats the block {block} forever, so only the position mod {period} "
              "matters.",
-             f"The position ends in {d}, so it is place {place} of the block.",
+             f"{_ends(p, d)}, so it is place {place} of the block.",
              f"Places: {' '.join(f'{i + 1}:{c}' for i, c in enumerate(block))}.",
              f"So the digit is {answer}."]
     return lines, answer
@@ -196,15 +206,15 @@ _NOUNS = ("stones", "coins", "matches")
 
 
 def _text_take_away(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
-    k, n = p["k"], p["N"]
+    k = p["k"]
     noun = _NOUNS[p.get("template", 0) % len(_NOUNS)]
-    d = _last_digit(n, rng, slip)
+    d = _last_digit(p["r"], rng, slip)
     while d % (k + 1) == 0:  # a misread digit that names a losing pile is misread again
         d = rng.randint(1, 9)
     r = d % (k + 1)
     lines = [f"A player facing a multiple of {k + 1} {noun} loses, so the first player should leave a multiple "
              f"of {k + 1}.",
-             f"The pile ends in {d}, so it leaves remainder {r} when divided by {k + 1}.",
+             f"{_ends(p, d)}, so it leaves remainder {r} when divided by {k + 1}.",
              f"So the first player takes {r}."]
     return lines, r
 
@@ -258,13 +268,13 @@ def agent_program(problem: Problem, rng: random.Random, *, clever_prob: float = 
         }[fam.name].format(**q)
         return Program(COMPUTE_THINK, code, kind)
     clever = rng.random() < clever_prob
-    q = {**p, "k1": p.get("k", 0) + 1, "P": len(str(p.get("den", 0)))}
+    q = {**p, "k1": p.get("k", 0) + 1, "P": len(str(p.get("den", 0))), "N": fam.count_code(p)}
     if fam.name == "round_table":
         if clever:
-            return Program("The seat is the start plus the step times the moves, mod 10, so I compute that.",
-                           "print(({s} + {k} * {N}) % 10)".format(**q), "clever")
+            return Program("The seat is the start plus the number of moves, mod 10, so I compute that.",
+                           "print(({s} + {N}) % 10)".format(**q), "clever")
         return Program("I simulate the moves directly with code.",
-                       "seat = {s}\nfor _ in range({N}):\n    seat = (seat + {k}) % 10\nprint(seat)".format(**q),
+                       "seat = {s}\nfor _ in range({N}):\n    seat = (seat + 1) % 10\nprint(seat)".format(**q),
                        "brute")
     if fam.name == "repeating_decimal":
         if clever:
@@ -276,7 +286,7 @@ def agent_program(problem: Problem, rng: random.Random, *, clever_prob: float = 
     if fam.name == "take_away":
         if clever:
             return Program("Multiples of {k1} are losing positions, so the move is the remainder.".format(**q),
-                           "print({N} % {k1})".format(**q), "clever")
+                           "print(({N}) % {k1})".format(**q), "clever")
         return Program("I solve the game for every pile size with code.",
                        "n = {N}\nwin = [False] * (n + 1)\nfor i in range(1, n + 1):\n"
                        "    win[i] = not all(win[i - t] for t in range(1, min({k}, i) + 1))\n"
