@@ -108,15 +108,24 @@ class DigitSumPower(Family):
         return rng.randint(3 * n_digits, 6 * n_digits)
 
 
-def count_with_digit_sum(n: int, s: int) -> int:
-    """How many integers in 1..n have digit sum ``s`` (s >= 1): a count by leading digits."""
+def leading_digit_counts(n: int, s: int) -> list[tuple[int, int, int, list[int]]]:
+    """The numbers below ``n`` with digit sum ``s``, grouped by leading digits: for each nonzero digit
+    d of ``n`` at place i, ``(i, free, need, counts)`` — the numbers that share n's first i digits and
+    then have t < d, whose ``free`` remaining digits add up to ``need - t`` (``counts[t]`` of them)."""
     digits = list(map(int, str(n)))
-    total, prefix = 0, 0
+    levels, prefix = [], 0
     for i, d in enumerate(digits):
         free = len(digits) - 1 - i
-        total += sum(tails_with_digit_sum(free, s - prefix - t) for t in range(d))
+        if d:
+            levels.append((i, free, s - prefix, [tails_with_digit_sum(free, s - prefix - t) for t in range(d)]))
         prefix += d
-    return total + int(prefix == s)  # numbers below n (0 never counts), then n itself
+    return levels
+
+
+def count_with_digit_sum(n: int, s: int) -> int:
+    """How many integers in 1..n have digit sum ``s`` (s >= 1): a count by leading digits."""
+    below = sum(sum(counts) for *_, counts in leading_digit_counts(n, s))  # 0 never counts
+    return below + int(digit_sum(n) == s)
 
 
 class DigitCount(Family):

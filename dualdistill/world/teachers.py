@@ -35,7 +35,7 @@ from dualdistill import formatting
 from dualdistill.formatting import CODE_STOP, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
 from dualdistill.problems import Problem
-from dualdistill.world.families import get_family, tails_with_digit_sum
+from dualdistill.world.families import RepeatingDecimal, digit_sum, get_family, leading_digit_counts
 
 TEACHER_KINDS = ("text", "agent")
 DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
@@ -136,24 +136,16 @@ def _text_digit_sum_power(p: dict[str, Any], slips: Slips) -> tuple[list[str], i
 
 def _text_digit_count(p: dict[str, Any], slips: Slips) -> tuple[list[str], int]:
     n, s = p["N"], p["s"]
-    digits = list(map(int, str(n)))
     lines = [f"I count the numbers below {n} by their leading digits, then check {n} itself."]
     counts: list[int] = []
-    prefix = 0
-    for i, d in enumerate(digits):
-        free = len(digits) - 1 - i
-        if d:
-            level = []
-            for t in range(d):
-                c = tails_with_digit_sum(free, s - prefix - t)
-                level.append(slips.maybe(c, 12 * _nd(c)) if c else 0)
-            head = "First digit" if i == 0 else f"After {str(n)[:i]}, next digit"
-            lines.append(f"{head} t = 0 to {d - 1}, the other {free} digits add up to {s - prefix} - t: "
-                         f"{', '.join(map(str, level))}.")
-            counts += level
-        prefix += d
+    for i, free, need, exact in leading_digit_counts(n, s):
+        level = [slips.maybe(c, 12 * _nd(c)) if c else 0 for c in exact]
+        head = "First digit" if i == 0 else f"After {str(n)[:i]}, next digit"
+        lines.append(f"{head} t = 0 to {len(exact) - 1}, the other {free} digits add up to {need} - t: "
+                     f"{', '.join(map(str, level))}.")
+        counts += level
     total = slips.maybe(sum(counts), sum(_nd(c) for c in counts))
-    if prefix == s:
+    if digit_sum(n) == s:
         lines.append(f"{n} itself has digit sum {s}, so it counts too.")
         total += 1
         lines.append(f"Total: {' + '.join(map(str, counts))} + 1 = {total}.")
@@ -167,8 +159,8 @@ def _last_digit(n: int, rng: random.Random, slip: float) -> int:
     return (n + rng.choice((-1, 1))) % 10 if rng.random() < slip else n % 10
 
 
-def _ends(p: dict[str, Any], d: int) -> str:
-    """Why N ends in ``d``: the power of ten ends in zeros, so N ends in the last digit of r."""
+def _ends(d: int) -> str:
+    """Why N = 10^(10^E) + r ends in ``d``, the last digit of r."""
     return f"The power of ten ends in zeros, so the count ends in {d}"
 
 
@@ -180,15 +172,13 @@ def _text_round_table(p: dict[str, Any], rng: random.Random, slip: float) -> tup
         seat = (seat + 1) % 10
     answer = int(seats[-1].split(":")[1])
     lines = ["The positions repeat every 10 moves, so only the last digit of the number of moves matters.",
-             f"{_ends(p, d)}.",
+             f"{_ends(d)}.",
              f"Position after j moves: {' '.join(seats)}.",
              f"So it ends at position {answer}."]
     return lines, answer
 
 
 def _text_repeating_decimal(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
-    from dualdistill.world.families import RepeatingDecimal
-
     block = RepeatingDecimal.block(p)
     period = len(block)
     d = _last_digit(p["r"], rng, slip)
@@ -196,7 +186,7 @@ def _text_repeating_decimal(p: dict[str, Any], rng: random.Random, slip: float) 
     answer = int(block[place - 1])
     lines = [f"{p['a']}/{p['den']} repeats the block {block} forever, so only the position mod {period} "
              "matters.",
-             f"{_ends(p, d)}, so it is place {place} of the block.",
+             f"{_ends(d)}, so it is place {place} of the block.",
              f"Places: {' '.join(f'{i + 1}:{c}' for i, c in enumerate(block))}.",
              f"So the digit is {answer}."]
     return lines, answer
@@ -214,7 +204,7 @@ def _text_take_away(p: dict[str, Any], rng: random.Random, slip: float) -> tuple
     r = d % (k + 1)
     lines = [f"A player facing a multiple of {k + 1} {noun} loses, so the first player should leave a multiple "
              f"of {k + 1}.",
-             f"{_ends(p, d)}, so it leaves remainder {r} when divided by {k + 1}.",
+             f"{_ends(d)}, so it leaves remainder {r} when divided by {k + 1}.",
              f"So the first player takes {r}."]
     return lines, r
 
