@@ -8,7 +8,7 @@ Three ways to get labels for one trajectory of N tokens (prompt + think/code/exe
 - floor: one tokenizer call with offsets (``tokenizer(text, return_offsets_mapping=True)``), which any
   offset-based method needs;
 - ours: ``masking.tokenize_with_labels`` (render, character spans, that one call, a vectorised map);
-- official: the official DualDistill loop as described in DESIGN §7, re-implemented here: decode the
+- official: the official DualDistill loop as described in METHOD §7, re-implemented here: decode the
   token prefix ``ids[:i+1]`` for every i and mask tokens while the decoded text is inside
   ``<executor>`` … ``</executor>`` — quadratic, so it is timed once per size up to ``--official-max``.
 

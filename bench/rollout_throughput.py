@@ -16,8 +16,8 @@ import time
 from dualdistill import formatting
 from dualdistill.config import PolicyConfig, config_from_dict
 from dualdistill.policy import build_policy
-from dualdistill.rollout import RolloutItem, generate_trajectories, make_sandbox_pool
-from dualdistill.rollouts import run_teacher_rollouts
+from dualdistill.teacher_rollouts import run_teacher_rollouts
+from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
 from dualdistill.world import generate_split
 
 

@@ -6,7 +6,7 @@
 A 10-call trajectory of typical model code (math, itertools, fractions, a memoised recursion, ...),
 timed three ways, mean latency per call:
 
-- official: what the official code does (DESIGN §7) — every call writes this call's code *and all
+- official: what the official code does (METHOD §7) — every call writes this call's code *and all
   earlier calls' code* to a file and runs a fresh ``python`` on it (O(calls²), no isolation at all);
 - sandbox: ``PythonSandbox`` with every limit on (namespaces when root), one per trajectory,
   start-up and close included in the mean;

@@ -1,9 +1,9 @@
-"""Per-family accuracy of the scripted teachers, every program run in the sandbox (DESIGN §5).
+"""Per-family accuracy of the scripted teachers, every program run in the sandbox (METHOD §5).
 
     .venv/bin/python bench/teacher_accuracy.py --per-family 50 --split train --workers 8 [--tiny]
 
 Both teachers answer the same problems as first teacher under the real tool loop
-(``dualdistill.rollout``) with a ``SandboxPool``; answers are graded with ``dualdistill.grading``.
+(``dualdistill.tool_loop``) with a ``SandboxPool``; answers are graded with ``dualdistill.grading``.
 Prints one row per family (accuracy, code calls, timeouts/errors, mean tokens) and the subset means;
 ``--tiny`` also times building the tiny Qwen2 student (tokenizer + model) from the world corpus.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dualdistill import formatting  # noqa: E402
 from dualdistill.config import PolicyConfig, TinyModelConfig, WorldConfig  # noqa: E402
 from dualdistill.policy import build_policy  # noqa: E402
-from dualdistill.rollout import RolloutItem, generate_trajectories  # noqa: E402
+from dualdistill.tool_loop import RolloutItem, generate_trajectories  # noqa: E402
 from dualdistill.world import FAMILIES, generate_split, tokenizer_corpus  # noqa: E402
 
 try:

@@ -1,5 +1,5 @@
 """Throughput of the vLLM-on-CPU server through ``OpenAIPolicy``: N concurrent requests vs one at a time,
-and tool-using trajectories through the real tool loop (``dualdistill.rollout``).
+and tool-using trajectories through the real tool loop (``dualdistill.tool_loop``).
 
     .venv/bin/python bench/vllm_throughput.py                       # defaults below, ~4 min on 2 cores
     .venv/bin/python bench/vllm_throughput.py --model DIR --requests 64 --max-tokens 256 --concurrency 1 8 32
@@ -84,8 +84,8 @@ def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: 
     """Trajectories/s through the tool loop with real sandbox calls (None when there is no sandbox)."""
     try:
         from dualdistill.config import SandboxConfig
-        from dualdistill.problems import Problem
-        from dualdistill.rollout import RolloutItem, generate_trajectories, make_sandbox_pool
+        from dualdistill.problem import Problem
+        from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
 
         pool = make_sandbox_pool(SandboxConfig(workers=min(4, n)))
     except ImportError as err:

@@ -1,15 +1,17 @@
-"""Stage 06: results tables and seaborn figures of a run (DESIGN §1, §4).
+"""Stage 06 — analysis: results tables and seaborn figures of a run (METHOD §1, §4).
 
-    python -m dualdistill.analysis params/smoke.yaml [section.field=value ...]
+    python -m dualdistill.analysis params/smoke.yaml
+    dualdistill analyze params/smoke.yaml                  # the same call: run(cfg)
 
-``run_analysis(cfg)`` reads what earlier stages wrote under ``outputs/<run>/`` and writes
-``plots/*.png`` and ``report/results.md``:
+:func:`run` reads what earlier stages wrote under ``outputs/<run>/`` — it writes nothing of theirs —
+and writes ``plots/*.png`` and ``report/results.md``:
 
 - accuracy by model x benchmark (one panel per budget), tool-use rate by benchmark and by family,
-  tokens vs accuracy — from the evaluation records (the summary is recomputed from them);
+  tokens vs accuracy — from stage 05's summary rows (``report/summary.json``);
 - the composition case distribution of T1 (stage 02's examples: ``case``, ``first``, ``subset``);
 - the ḡ histogram of self-distillation and a β1/β2 sweep of how many T2 examples each setting
-  selects (stage 04's samples of S1), with :func:`selection_counts` as the one rule.
+  selects, from stage 04's current samples (``artifacts.self_distill_samples``) with the rule of
+  ``dualdistill.selection`` — the same ḡ values stage 04 used.
 
 A missing input (no self-distillation samples yet, ...) skips its figure with a printed note.
 Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figure.
@@ -19,8 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,131 +34,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from dualdistill.benchmarks import PAPER_BUDGETS, PAPER_COLUMNS, PAPER_RESULTS, paper_column  # noqa: E402
+from dualdistill.artifacts import MissingStageError, RunPaths, eval_rows, self_distill_samples  # noqa: E402
 from dualdistill.config import RunConfig  # noqa: E402
-from dualdistill.metrics import FAMILY_PREFIX, latest_per_sample, problem_means  # noqa: E402
-from dualdistill.paths import RunPaths  # noqa: E402
-from dualdistill.store import read_jsonl  # noqa: E402
+from dualdistill.entry import stage  # noqa: E402
+from dualdistill.metrics import FAMILY_PREFIX  # noqa: E402
+from dualdistill.selection import (  # noqa: E402
+    gbar_by_problem,
+    gbar_histogram,
+    group_by_problem,
+    selection_counts,
+    selection_sweep,
+)
+from dualdistill.store import read_jsonl, write_atomic  # noqa: E402
+from dualdistill.tables import paper_table_markdown, results_table, summary_frame, table_markdown  # noqa: E402
 
-AVG = "avg"
 BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the sweep
-REFERENCE_PREFIX = "paper: "
-
-
-# --- self-distillation selection (Algorithm 1, step 6) ------------------------------------------
-def selection_counts(gbar: Iterable[float], beta1: float, beta2: float) -> dict[str, int]:
-    """How many problems give T2 examples for thresholds (β1, β2).
-
-    The rule itself is ``self_distill.rules_for`` (one definition): only problems with ḡ < 1 count;
-    ``verify``: ḡ > β1, ``correct``: ḡ < β2 (strict). A problem can give both. Keys: ``problems``,
-    ``solved`` (ḡ = 1), ``eligible`` (ḡ < 1), ``verify``, ``correct``, ``both``, ``examples``
-    (verify + correct = T2 size with one example per rule) and ``problems_used``."""
-    from dualdistill.self_distill import rules_for
-
-    g = [float(x) for x in gbar]
-    bad = [x for x in g if not 0.0 <= x <= 1.0]
-    if bad:
-        raise ValueError(f"ḡ values must lie in [0, 1], got {bad[:3]}")
-    rules = [rules_for(x, beta1, beta2) for x in g]
-    verify = sum("verify" in r for r in rules)
-    correct = sum("correct" in r for r in rules)
-    eligible = sum(x < 1.0 for x in g)
-    return {
-        "problems": len(g),
-        "solved": len(g) - eligible,
-        "eligible": eligible,
-        "verify": verify,
-        "correct": correct,
-        "both": sum(len(r) == 2 for r in rules),
-        "examples": verify + correct,
-        "problems_used": sum(bool(r) for r in rules),
-    }
-
-
-def selection_sweep(gbar: Sequence[float], beta1s: Sequence[float], beta2s: Sequence[float]) -> pd.DataFrame:
-    """selection_counts over a grid; rows with β1 > β2 (an invalid config) are left out."""
-    rows = [
-        {"beta1": b1, "beta2": b2, **selection_counts(gbar, b1, b2)}
-        for b1 in beta1s
-        for b2 in beta2s
-        if b1 <= b2
-    ]
-    return pd.DataFrame(rows)
-
-
-# --- tables --------------------------------------------------------------------------------------
-def summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
-
-
-def results_table(
-    rows: list[dict[str, Any]],
-    *,
-    budgets: Sequence[str] | None = None,
-    models: Sequence[str] | None = None,
-    reference: bool = True,
-) -> pd.DataFrame:
-    """Accuracy (%) shaped like the paper's table: rows = models (then the paper's rows for the
-    benchmarks it reports), columns = (benchmark, budget) plus (avg, budget). A model's avg is the
-    mean over all benchmarks shown (missing if one is missing); a paper row's avg is the mean over
-    the shown benchmarks the paper reports. Subset "all" rows of the summary are used."""
-    df = summary_frame(rows)
-    if df.empty:
-        return pd.DataFrame()
-    df = df[df["subset"] == "all"]
-    budgets = list(budgets) if budgets else list(dict.fromkeys(df["budget"]))
-    models = list(models) if models else list(dict.fromkeys(df["model"]))
-    benchmarks = list(dict.fromkeys(df["benchmark"]))
-    cols = pd.MultiIndex.from_tuples([(b, bud) for b in [*benchmarks, AVG] for bud in budgets],
-                                     names=["benchmark", "budget"])
-    table = pd.DataFrame(index=pd.Index(models, name="model"), columns=cols, dtype=float)
-    for r in df.itertuples():
-        if r.model in models and r.budget in budgets and r.accuracy is not None:
-            table.loc[r.model, (r.benchmark, r.budget)] = 100.0 * r.accuracy
-    if reference:
-        mapped = {b: paper_column(b) for b in benchmarks if paper_column(b)}
-        if mapped:
-            for name, res in PAPER_RESULTS.items():
-                label = REFERENCE_PREFIX + name
-                table.loc[label] = np.nan
-                for bench, col in mapped.items():
-                    for bud in budgets:
-                        if bud in PAPER_BUDGETS:
-                            table.loc[label, (bench, bud)] = res[col][PAPER_BUDGETS.index(bud)]
-    refs = table.index.str.startswith(REFERENCE_PREFIX)
-    for bud in budgets:
-        cells = table[[(b, bud) for b in benchmarks]]
-        table[(AVG, bud)] = cells.mean(axis=1, skipna=False)
-        table.loc[refs, (AVG, bud)] = cells[refs].mean(axis=1, skipna=True)
-    return table
-
-
-def _fmt(x: float) -> str:
-    return "—" if x is None or pd.isna(x) else f"{x:.1f}"
-
-
-def table_markdown(table: pd.DataFrame) -> str:
-    """The paper's layout: one column per benchmark, cells ``S/L`` (accuracy in %)."""
-    if table.empty:
-        return "_no evaluation records_\n"
-    benchmarks = list(dict.fromkeys(table.columns.get_level_values(0)))
-    budgets = list(dict.fromkeys(table.columns.get_level_values(1)))
-    slash = "/".join(budgets)
-    header = f"| model | {' | '.join(f'{b} ({slash})' for b in benchmarks)} |"
-    lines = [header, "|---" * (len(benchmarks) + 1) + "|"]
-    for model, row in table.iterrows():
-        cells = ["/".join(_fmt(row[(b, bud)]) for bud in budgets) for b in benchmarks]
-        lines.append(f"| {model} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
-
-
-def paper_table_markdown() -> str:
-    """The paper's full table (DESIGN §1), S/L in %."""
-    cols = [*PAPER_COLUMNS, AVG]
-    lines = [f"| model | {' | '.join(cols)} |", "|---" * (len(cols) + 1) + "|"]
-    for name, res in PAPER_RESULTS.items():
-        lines.append(f"| {name} | {' | '.join('/'.join(_fmt(v) for v in res[c]) for c in cols)} |")
-    return "\n".join(lines) + "\n"
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -269,7 +160,7 @@ def plot_selection_sweep(
     blank), and the verify count against β1 and the correct count against β2 (right)."""
     if not len(gbar):
         raise ValueError("no ḡ values to plot")
-    sweep = selection_sweep(gbar, beta1s, beta2s)
+    sweep = pd.DataFrame(selection_sweep(gbar, beta1s, beta2s))
     grid = sweep.pivot(index="beta1", columns="beta2", values="examples")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.3, 1]})
     sns.heatmap(grid, annot=True, fmt=".0f", annot_kws={"fontsize": 7}, cmap="viridis", ax=axes[0],
@@ -289,31 +180,23 @@ def plot_selection_sweep(
 
 # --- stage -------------------------------------------------------------------------------------------
 def load_eval_rows(cfg: RunConfig) -> list[dict[str, Any]]:
-    """Summary rows of the run: recomputed from the evaluation records when there are any, else
-    read from ``report/summary.json``; [] when neither exists."""
-    paths = RunPaths.of(cfg)
-    eval_dir = paths.root / "eval"
-    if eval_dir.is_dir() and any(eval_dir.glob("*.jsonl")):
-        from dualdistill.evaluation import write_summary
-
-        return write_summary(cfg)["eval"]
-    if paths.summary.is_file():
-        return json.loads(paths.summary.read_text()).get("eval", [])
-    return []
+    """Stage 05's summary rows; [] when stage 05 has not run."""
+    try:
+        return eval_rows(cfg)
+    except MissingStageError:
+        return []
 
 
-def load_gbar(cfg: RunConfig, model: str = "S1") -> tuple[dict[str, float], int]:
-    """ḡ per problem from the self-distillation samples of ``model``, and K (max samples seen)."""
-    path = RunPaths.of(cfg).sd_samples
-    if not path.is_file():
-        return {}, 0
-    recs = latest_per_sample(r for r in read_jsonl(path) if r.get("model", model) == model)
-    k = max(Counter(str(r["problem"]["id"]) for r in recs).values(), default=0)
-    return problem_means(recs), k
+def load_gbar(cfg: RunConfig) -> dict[str, float]:
+    """ḡ per problem of stage 04's current samples (this config, K and problem set); {} without any."""
+    if not RunPaths.of(cfg).sd_samples.is_file():
+        return {}
+    return gbar_by_problem(group_by_problem(self_distill_samples(cfg)))
 
 
-def run_analysis(cfg: RunConfig) -> dict[str, Any]:
-    """All figures + ``report/results.md``; returns their paths, skipped figures and key metrics."""
+@stage("06")
+def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Stage 06: all figures + ``report/results.md``; returns their paths, skipped figures and key metrics."""
     paths = RunPaths.of(cfg)
     plots: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -329,7 +212,7 @@ def run_analysis(cfg: RunConfig) -> dict[str, Any]:
         plots[name] = str(paths.plots / f"{name}.png")
 
     rows = load_eval_rows(cfg)
-    no_eval = None if rows else f"no evaluation records under {paths.root / 'eval'} (run stage 05)"
+    no_eval = None if rows else f"no evaluation summary at {paths.summary} (run stage 05)"
     make("accuracy", no_eval, plot_accuracy, rows)
     make("tool_use", no_eval, plot_tool_use, rows)
     make("tokens_vs_accuracy", no_eval, plot_tokens_vs_accuracy, rows)
@@ -347,14 +230,16 @@ def run_analysis(cfg: RunConfig) -> dict[str, Any]:
         metrics["t1_cases"] = dict(pd.Series([str(e.get("case")) for e in examples]).value_counts().sort_index())
         metrics["t1_cases"] = {k: int(v) for k, v in metrics["t1_cases"].items()}
 
-    gbar, k = load_gbar(cfg)
+    gbar = load_gbar(cfg)
+    k = cfg.self_distill.k
     no_sd = None if gbar else f"no self-distillation samples of S1 at {paths.sd_samples} (run stage 04)"
-    make("gbar_hist", no_sd, plot_gbar_hist, list(gbar.values()), k=k or None)
+    make("gbar_hist", no_sd, plot_gbar_hist, list(gbar.values()), k=k)
     b1, b2 = cfg.self_distill.beta1, cfg.self_distill.beta2
     make("selection_sweep", no_sd, plot_selection_sweep, list(gbar.values()), current=(b1, b2))
     if gbar:
         metrics["selection"] = selection_counts(gbar.values(), b1, b2)
         metrics["mean_gbar"] = float(np.mean(list(gbar.values())))
+        metrics["gbar_hist"] = gbar_histogram(gbar.values())
 
     md = ["# Results", "", f"Run `{cfg.run_name}` (config hash `{cfg.hash()}`).", "",
           "## Accuracy (%) — budgets " + "/".join(cfg.eval.budgets), "", table_markdown(table),
@@ -365,15 +250,13 @@ def run_analysis(cfg: RunConfig) -> dict[str, Any]:
     md += [f"- {n}: skipped ({why})" for n, why in skipped.items()]
     if "selection" in metrics:
         md += ["", f"## Self-distillation selection (β1={b1}, β2={b2})", "", json.dumps(metrics["selection"])]
-    paths.report.mkdir(parents=True, exist_ok=True)
-    results_md = paths.report / "results.md"
-    results_md.write_text("\n".join(md) + "\n")
+    results_md = write_atomic(paths.report / "results.md", "\n".join(md) + "\n")
     return {"plots": plots, "skipped": skipped, "results_md": str(results_md), "table": table_markdown(table),
             "metrics": metrics}
 
 
 def show_figure(result: dict[str, Any], name: str) -> Any:
-    """For notebooks: the saved PNG of figure ``name`` of a :func:`run_analysis` result, or a note
+    """For notebooks: the saved PNG of figure ``name`` of a :func:`run` result, or a note
     saying why it was skipped."""
     from IPython.display import Image, Markdown
 
@@ -382,18 +265,7 @@ def show_figure(result: dict[str, Any], name: str) -> Any:
     return Markdown(f"_{name}: skipped — {result['skipped'].get(name, 'not made')}_")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from dualdistill.config import load_config, parse_override
-
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        raise SystemExit("usage: python -m dualdistill.analysis PARAMS [section.field=value ...]")
-    cfg = load_config(argv[0], dict(parse_override(a) for a in argv[1:]))
-    out = run_analysis(cfg)
-    print(out["table"])
-    print(json.dumps({"plots": out["plots"], "skipped": out["skipped"], "results_md": out["results_md"]}, indent=2))
-    return out
-
-
 if __name__ == "__main__":
-    main()
+    from dualdistill.entry import main
+
+    raise SystemExit(main("06"))

@@ -10,7 +10,7 @@ in every record and in the key hash, so old samples are never mixed with new one
 
 The four DualDistill test sets are read from ``../shared/data/dualdistill/test`` (override the
 ``shared`` directory with ``DUALDISTILL_SHARED``); ``synthetic`` is the embedded world's test split.
-The paper's results table (DESIGN §1) lives here too, as data, for the reference rows.
+The paper's results table (METHOD §1) lives here too, as data, for the reference rows.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Benchmark:
     file: str | None  # path under the DualDistill data dir (kind dualdistill)
     n_problems: int | None  # size of the full set (synthetic: set by the world config)
     version: str
-    paper_column: str | None = None  # column of the paper's table (DESIGN §1)
+    paper_column: str | None = None  # column of the paper's table (METHOD §1)
     prompt: str = "r1"
     extractor: str = "boxed"
     description: str = ""

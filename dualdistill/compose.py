@@ -1,6 +1,7 @@
 """Stage 02 — compose teacher rollouts into the teacher-distillation set T1 (Algorithm 1, steps 2–3).
 
-    python -m dualdistill.compose params/smoke.yaml [composition.balance=none ...]
+    python -m dualdistill.compose params/smoke.yaml [--set composition.balance=none ...]
+    dualdistill compose params/smoke.yaml                  # the same call: run(cfg)
 
 For every pair (y1 from the first teacher, y2 from the second) with grades (g1, g2):
 
@@ -28,23 +29,22 @@ The text-only / tool-only baselines get the same budget: correct trajectories of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from dualdistill import formatting
-from dualdistill.config import CompositionConfig, RunConfig, load_config, parse_override
+from dualdistill import formatting, progress
+from dualdistill.artifacts import RunPaths, composition_hash, teacher_records, write_metrics
+from dualdistill.config import CompositionConfig, RunConfig
+from dualdistill.entry import stage
 from dualdistill.formatting import FormatError, Segment
-from dualdistill.paths import RunPaths
-from dualdistill.store import JsonlStore, record_key, write_jsonl
+from dualdistill.hashing import hash_lines
+from dualdistill.records import TrainingExample
+from dualdistill.store import read_json, record_key, write_atomic, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def training_prompt(problem_text: str, style: str = "r1") -> str:
 
 def _segments(rec: dict[str, Any]) -> list[Segment]:
     try:
-        return [Segment.from_dict(s) for s in rec["trajectory"]["segments"]]
+        return formatting.as_segments(rec["trajectory"])
     except (KeyError, TypeError, ValueError) as err:
         raise CompositionError(f"record {rec.get('key')!r}: malformed trajectory ({err!r})") from None
 
@@ -136,20 +136,11 @@ def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transiti
     has_transition = case != "10"
     mask = has_transition and (mask_policy == "always" or (mask_policy == "wrong_first" and case == "01"))
     sample = first_rec.get("sample", 0)
-    return {
-        "key": record_key(prob["id"], sample, "t1"),
-        "problem_id": prob["id"],
-        "prompt": training_prompt(prob["problem"], prompt_style),
-        "segments": [s.to_dict() for s in segments],
-        "mask_until_first_transition": bool(mask),
-        "case": case,
-        "first": first_rec["teacher"],
-        "subset": prob.get("subset"),
-        "family": prob.get("family"),
-        "source": "t1",
-        "sample": sample,
-        "answer": prob.get("answer"),
-    }
+    return TrainingExample.build(
+        prob, key=record_key(prob["id"], sample, "t1"), prompt=training_prompt(prob["problem"], prompt_style),
+        segments=segments, source="t1", mask_until_first_transition=bool(mask), case=case,
+        first=first_rec["teacher"], sample=sample,
+    ).to_dict()
 
 
 def _drop(rec: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
@@ -190,7 +181,9 @@ def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig, prompt_st
     """All composable examples (before balancing) and the drop entries."""
     pairs, dropped = pair_records(records)
     examples = []
-    for first, second in tqdm(pairs, desc="compose", disable=len(pairs) < 2000):
+    bar = progress.bar(len(pairs), "compose", enabled=len(pairs) >= 2000)
+    for first, second in pairs:
+        bar.update(1)
         case = _case(first.get("correct"), second.get("correct"))
         try:
             ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition, prompt_style)
@@ -201,6 +194,7 @@ def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig, prompt_st
             dropped.append(_drop(first, "both_wrong", case=case, first=first["teacher"]))
         else:
             examples.append(ex)
+    bar.close()
     return examples, dropped
 
 
@@ -311,21 +305,11 @@ def baseline_examples(records: list[dict[str, Any]], teacher: str, n: int, seed:
     out = []
     for _, _, rec, segs in ranked[: max(n, 0)]:
         prob = _problem(rec)
-        out.append({
-            "key": record_key(prob["id"], rec.get("role"), rec.get("sample", 0), f"baseline:{name}"),
-            "problem_id": prob["id"],
-            "prompt": training_prompt(prob["problem"], prompt_style),
-            "segments": [s.to_dict() for s in segs],
-            "mask_until_first_transition": False,
-            "case": None,
-            "first": teacher,
-            "subset": prob.get("subset"),
-            "family": prob.get("family"),
-            "source": f"baseline:{name}",
-            "sample": rec.get("sample", 0),
-            "role": rec.get("role"),
-            "answer": prob.get("answer"),
-        })
+        out.append(TrainingExample.build(
+            prob, key=record_key(prob["id"], rec.get("role"), rec.get("sample", 0), f"baseline:{name}"),
+            prompt=training_prompt(prob["problem"], prompt_style), segments=segs, source=f"baseline:{name}",
+            first=teacher, sample=rec.get("sample", 0), role=rec.get("role"),
+        ).to_dict())
     if len(out) < n and fill and out:
         distinct = list(out)
         for i in range(n - len(distinct)):
@@ -359,54 +343,27 @@ def composition_stats(examples: list[dict[str, Any]], dropped: list[dict[str, An
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def read_teacher_records(cfg: RunConfig) -> list[dict[str, Any]]:
-    """Teacher rollout records of a run: the ok records of ``dualdistill.rollouts.load_teacher_records``
-    plus the run's latest failed records (so pairs lost to a failed rollout are counted as such);
-    without that module, the latest record per key of ``RunPaths.teacher_rollouts``."""
-    path = RunPaths.of(cfg).teacher_rollouts
-    try:
-        from dualdistill.rollouts import load_teacher_records, rollout_hash
-    except ImportError:
-        if not path.is_file():
-            raise FileNotFoundError(f"teacher rollouts not found at {path}: run stage 01 first") from None
-        return list(JsonlStore(path).latest().values())
-    records = list(load_teacher_records(cfg))
-    have = {(str(_problem(r)["id"]), r.get("role"), r.get("sample", 0)) for r in records}
-    chash = rollout_hash(cfg)
-    for r in JsonlStore(path).latest().values():
-        slot = (str((r.get("problem") or {}).get("id")), r.get("role"), r.get("sample", 0))
-        if r.get("status") != "ok" and r.get("config_hash", chash) == chash and slot not in have:
-            records.append(r)
-            have.add(slot)
-    return records
+@stage("02")
+def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Stage 02: compose, balance and write T1 (+ stats, dropped pairs, config) and the configured
+    baselines' data, from stage 01's teacher records (failed rollouts included, to count them).
+
+    Resumable: when the stage's ``metrics.json`` records the same config hash (composition,
+    baselines, prompt style) and input hash (teacher records) and all outputs exist, nothing is redone."""
+    return compose_records(cfg, teacher_records(cfg, with_failed=True))
 
 
-def _input_hash(records: list[dict[str, Any]]) -> str:
-    h = hashlib.sha256()
-    for line in sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records):
-        h.update(line.encode())
-    return h.hexdigest()[:16]
-
-
-def _stats_paths(t1: Path) -> dict[str, Path]:
-    return {"stats_csv": t1.with_name("stats.csv"), "summary": t1.with_name("summary.json"),
-            "dropped": t1.with_name("dropped.jsonl"), "config": t1.with_name("config.yaml")}
-
-
-def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Compose, balance and write T1 (+ stats, config) and the configured baselines.
-
-    Resumable: when ``summary.json`` beside T1 records the same config hash (composition,
-    baselines) and the same input hash (teacher records) and all outputs exist, nothing is redone."""
+def compose_records(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The work of :func:`run` on given teacher records."""
     paths = RunPaths.of(cfg)
-    if records is None:
-        records = read_teacher_records(cfg)
-    side = _stats_paths(paths.t1)
-    config_hash = cfg.hash("composition", "baselines") + f"-{cfg.student.prompt_style}"
-    input_hash = _input_hash(records)
-    outputs = [paths.t1, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
-    if side["summary"].is_file() and all(p.is_file() for p in outputs):
-        old = json.loads(side["summary"].read_text())
+    side = {"stats_csv": paths.t1_side("stats.csv"), "dropped": paths.t1_side("dropped.jsonl"),
+            "config": paths.t1_side("config.yaml")}
+    config_hash = composition_hash(cfg)
+    input_hash = hash_lines(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
+    metrics = paths.metrics("02")
+    outputs = [paths.t1, metrics, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
+    if all(p.is_file() for p in outputs):
+        old = read_json(metrics)
         if old.get("config_hash") == config_hash and old.get("input_hash") == input_hash:
             log.info("compose: outputs at %s are up to date (config %s)", paths.t1.parent, config_hash)
             return {**old, "skipped": True}
@@ -417,7 +374,7 @@ def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) 
     stats = composition_stats(t1, dropped)
 
     write_jsonl(paths.t1, t1)
-    stats.to_csv(side["stats_csv"], index=False)
+    write_atomic(side["stats_csv"], stats.to_csv(index=False))
     write_jsonl(side["dropped"], dropped)
     cfg.save(side["config"])
 
@@ -446,24 +403,11 @@ def run_compose(cfg: RunConfig, *, records: list[dict[str, Any]] | None = None) 
                   **{f"baseline:{n}": str(paths.baseline_data(n)) for n in cfg.baselines}},
         "skipped": False,
     }
-    tmp = side["summary"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(side["summary"])
-    return summary
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m dualdistill.compose PARAMS [section.field=value ...]``"""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        raise SystemExit(0 if argv else 2)
-    cfg = load_config(argv[0], dict(parse_override(a) for a in argv[1:]))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = run_compose(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "paths"}, indent=2))
+    write_metrics(cfg, "02", summary)  # also what a rerun compares its hashes with
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    from dualdistill.entry import main
+
+    raise SystemExit(main("02"))

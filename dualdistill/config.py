@@ -3,12 +3,11 @@
     cfg = load_config("params/smoke.yaml", overrides={"self_distill.beta2": 0.8})
 
 Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the file and
-the dotted field path. Defaults are the paper's values (DESIGN §1) unless a field says otherwise.
+the dotted field path. Defaults are the paper's values (METHOD §1) unless a field says otherwise.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dualdistill import formatting
+from dualdistill.hashing import stable_hash
+from dualdistill.store import write_atomic
 
 
 class ConfigError(ValueError):
@@ -64,7 +65,7 @@ class DataConfig(Strict):
 
 # --- models and policies ----------------------------------------------------------------------
 class PolicyConfig(Strict):
-    """A policy that continues a prompt (DESIGN §4)."""
+    """A policy that continues a prompt (METHOD §4)."""
 
     backend: Literal["hf", "vllm", "openai", "codeact", "replay", "scripted"]
     model: str | None = Field(None, description="model path / hub id / served model name; scripted: text|agent")
@@ -297,19 +298,13 @@ class RunConfig(Strict):
         data = self.model_dump(mode="json", exclude={"source", "run_name", "output_dir"})
         if sections:
             data = {s: data[s] for s in sections}
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return stable_hash(data)
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config (with its hash) next to an output."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = self.model_dump(mode="json")
         data["_hash"] = self.hash()
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        tmp.replace(path)
-        return path
+        return write_atomic(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def _format_error(err: ValidationError, where: str) -> str:
@@ -333,14 +328,16 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(data: dict[str, Any], *, where: str = "<params>", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Validate a params dict (plus dotted-key overrides) into a :class:`RunConfig`."""
+def config_from_dict(data: dict[str, Any], *, where: str = "<params>", overrides: dict[str, Any] | None = None,
+                     source: str | None = None) -> RunConfig:
+    """Validate a params dict (plus dotted-key overrides) into a :class:`RunConfig`; ``where`` names
+    it in errors, ``source`` (default ``where``) is recorded in the config."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping, got {type(data).__name__}")
     data = json.loads(json.dumps(data))  # deep copy, plain types
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    data.setdefault("source", where)
+    data.setdefault("source", source or where)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -351,12 +348,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     """Load ``params/*.yaml``; ``overrides`` maps dotted field paths to values (papermill, CLI)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
+        hint = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()}: run from the repository root)"
+        raise ConfigError(f"params file not found: {path}{hint}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return config_from_dict(data, where=str(path), overrides=overrides)
+    return config_from_dict(data, where=str(path), overrides=overrides, source=str(path.resolve()))
 
 
 def parse_override(item: str) -> tuple[str, Any]:

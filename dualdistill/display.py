@@ -62,3 +62,13 @@ def render_record_html(record: dict[str, Any], **kw: Any) -> str:
             f"{'correct' if record.get('correct') else 'wrong'} (gold {prob.get('answer')}) · "
             f"finish {traj.get('finish_reason')} · {traj.get('n_tokens')} tokens · {traj.get('n_code_calls')} calls")
     return render_html(traj.get("segments") or [], title=head, **kw)
+
+
+def key_figures(metrics: dict[str, Any], keys: list[str] | None = None) -> Any:
+    """A stage's ``metrics.json`` (or part of it: ``keys``) as one table column; nested values are
+    flattened to ``outer / inner`` rows."""
+    import pandas as pd
+
+    data = {k: metrics[k] for k in keys if k in metrics} if keys else metrics
+    flat = pd.json_normalize(data, sep=" / ")
+    return flat.T.rename(columns={0: "value"}) if not flat.empty else pd.DataFrame(columns=["value"])

@@ -1,7 +1,7 @@
 """The trajectory format: every prompt string, tag and transition sentence lives here.
 
 A trajectory is a list of typed :class:`Segment` s. ``render`` turns segments into the tag text of
-DESIGN §2 and ``parse`` turns tag text back into segments; for any valid segment list
+METHOD §2 and ``parse`` turns tag text back into segments; for any valid segment list
 ``parse(render(segs)) == segs``, and for canonical text ``render(parse(text)) == text``.
 
 Block kinds (rendered ``<kind>\\n{text}\\n</kind>\\n``): think, code, executor, answer.
@@ -12,7 +12,7 @@ A bare line is parsed as ``transition`` / ``notice`` when it equals a known sent
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,29 @@ class Segment:
         return cls(kind=d["kind"], text=d["text"], meta=dict(d.get("meta") or {}))
 
 
+def as_segments(value: Any) -> list[Segment]:
+    """Segments of a trajectory given in any of its shapes: a list of Segments or segment dicts, a
+    trajectory dict (``{"segments": [...]}``) or an object with a ``segments`` attribute."""
+    if isinstance(value, Mapping):
+        value = value.get("segments")
+    elif hasattr(value, "segments"):
+        value = value.segments
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of segments, got {type(value).__name__}")
+    out = []
+    for i, seg in enumerate(value):
+        if isinstance(seg, Segment):
+            out.append(seg)
+        elif isinstance(seg, Mapping):
+            try:
+                out.append(Segment.from_dict(seg))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"segment {i}: not a valid segment dict ({err})") from None
+        else:
+            raise TypeError(f"segment {i}: expected Segment or dict, got {type(seg).__name__}")
+    return out
+
+
 class FormatError(ValueError):
     """A trajectory that breaks the format rules (nesting, answers, bare lines)."""
 
@@ -160,7 +183,7 @@ def segment_spans(segments: list[Segment]) -> list[tuple[int, int, int, int]]:
     return spans
 
 
-_TAG_RE = re.compile(r"<(/?)(think|code|executor|answer)>")
+TAG_RE = re.compile(r"<(/?)(think|code|executor|answer)>")  # a block tag; group 1 "/" for closing, group 2 the kind
 
 
 def parse(
@@ -200,7 +223,7 @@ def parse(
 
     pos = 0
     while pos < len(text):
-        m = _TAG_RE.search(text, pos)
+        m = TAG_RE.search(text, pos)
         if m is None:
             add_bare(text[pos:])
             break
@@ -214,7 +237,7 @@ def parse(
             continue
         body_start = m.end()
         close = text.find(f"</{kind}>", body_start)
-        nxt = _TAG_RE.search(text, body_start)
+        nxt = TAG_RE.search(text, body_start)
         if nxt is not None and (close == -1 or nxt.start() < close):
             if strict:
                 raise FormatError(f"<{nxt.group(2)}> inside <{kind}> at {nxt.start()} (no nesting)")
@@ -252,7 +275,7 @@ def validate(segments: list[Segment], *, require_answer: bool = True) -> None:
     """Raise :class:`FormatError` unless the trajectory has exactly one final answer, at its end,
     with a ``\\boxed{}``, and no block text contains a tag (no nesting)."""
     for i, seg in enumerate(segments):
-        if _TAG_RE.search(seg.text):
+        if TAG_RE.search(seg.text):
             raise FormatError(f"segment {i} ({seg.kind}) contains a tag: nesting is not allowed")
         if seg.kind in BARE_KINDS and ("\n" in seg.text or not seg.text.strip()):
             raise FormatError(f"segment {i} ({seg.kind}) must be one non-empty line")
@@ -301,7 +324,7 @@ def answer_part(text: str) -> str:
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The final answer of a response: the last ``\\boxed{}`` of its answer part (DESIGN §2).
+    """The final answer of a response: the last ``\\boxed{}`` of its answer part (METHOD §2).
     Executor output never counts as an answer."""
     part = re.sub(r"<executor>.*?(</executor>|$)", "", answer_part(text), flags=re.S)
     return extract_boxed(part)

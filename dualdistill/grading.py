@@ -5,7 +5,7 @@
     answers_equal("\\frac{1}{2}", "0.5")        # gold first
     grade_many(pairs, workers=2)                # [GradeResult(correct, status, pred, detail), ...]
 
-Two separate steps (DESIGN §7: never substring search):
+Two separate steps (METHOD §7: never substring search):
 1. *extract* — the last ``\\boxed{}`` of the answer part (``<answer>`` block, else after the last
    ``</think>``, else anywhere), via :func:`dualdistill.formatting.extract_final_answer`. A number
    that appears only in the thinking or in an ``<executor>`` output does not count; no answer → False.
@@ -44,6 +44,7 @@ from fractions import Fraction
 from typing import Any
 
 from dualdistill.formatting import extract_final_answer
+from dualdistill.problem import MalformedRecordError, normalize_gold
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +84,17 @@ class GradingTimeout(BaseException):
 
 # --- extraction ---------------------------------------------------------------------------------
 def extract_answer(response: str) -> str | None:
-    """The final answer of a response (DESIGN §2), or None."""
+    """The final answer of a response (METHOD §2), or None."""
     return extract_final_answer(response)
 
 
 def gold_to_str(ground_truth: Any) -> str:
     """Gold answers come as str, int or float (AMC stores 142.0 for the integer 142): the loaders'
-    rule (``problems.normalize_answer``), falling back to ``str`` for anything it refuses."""
-    from dualdistill.problems import MalformedRecordError, normalize_answer
-
+    rule (``problem.normalize_gold``), falling back to ``str`` for anything it refuses."""
     if isinstance(ground_truth, float) and not math.isfinite(ground_truth):
         return repr(ground_truth)
     try:
-        return normalize_answer(ground_truth)
+        return normalize_gold(ground_truth)
     except MalformedRecordError:
         return str(ground_truth).strip()
 

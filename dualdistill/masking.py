@@ -1,4 +1,4 @@
-"""Exact SFT loss masks from segment kinds: which tokens of a training example carry loss (DESIGN §3).
+"""Exact SFT loss masks from segment kinds: which tokens of a training example carry loss (METHOD §3).
 
     from dualdistill.masking import tokenize_with_labels, mask_view_ansi
     enc = tokenize_with_labels(tok, ex["prompt"], ex["segments"],
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import html
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,21 +53,6 @@ from dualdistill.formatting import Segment
 
 IGNORE_INDEX = -100
 ENVIRONMENT_KINDS = ("executor", "notice")
-
-
-def _as_segments(completion: list[Segment] | list[dict[str, Any]]) -> list[Segment]:
-    out = []
-    for i, s in enumerate(completion):
-        if isinstance(s, Segment):
-            out.append(s)
-        elif isinstance(s, dict):
-            try:
-                out.append(Segment.from_dict(s))
-            except (KeyError, ValueError) as err:
-                raise ValueError(f"segment {i}: not a valid segment dict ({err})") from None
-        else:
-            raise TypeError(f"segment {i}: expected Segment or dict, got {type(s).__name__}")
-    return out
 
 
 def code_status(segments: list[Segment], i: int) -> str:
@@ -93,7 +77,7 @@ def segment_trained(segments: list[Segment], i: int) -> bool:
 def trained_char_spans(prompt: str, completion: list[Segment] | list[dict[str, Any]], *,
                        mask_until_first_transition: bool = False) -> list[tuple[int, int]]:
     """Sorted, merged ``(start, end)`` spans of ``prompt + render(completion)`` that carry loss."""
-    segments = _as_segments(completion)
+    segments = formatting.as_segments(completion)
     first_transition = next((i for i, s in enumerate(segments) if s.kind == "transition"), None)
     start_at = first_transition if (mask_until_first_transition and first_transition is not None) else 0
     base = len(prompt)
@@ -136,7 +120,7 @@ def tokenize_with_labels(tokenizer: Any, prompt: str, completion: list[Segment] 
     the EOS token gets ``[len, len]``)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("tokenize_with_labels needs a fast (Rust) tokenizer: offsets are not available otherwise")
-    segments = _as_segments(completion)
+    segments = formatting.as_segments(completion)
     text = prompt + formatting.render(segments)
     spans = trained_char_spans(prompt, segments, mask_until_first_transition=mask_until_first_transition)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -172,7 +156,7 @@ def _example_fields(example: dict[str, Any]) -> tuple[str, list[Segment], bool]:
     for field in ("prompt", "segments"):
         if field not in example:
             raise KeyError(f"training example {example.get('key', '?')!r} has no field {field!r}")
-    return example["prompt"], _as_segments(example["segments"]), bool(example.get("mask_until_first_transition", False))
+    return example["prompt"], formatting.as_segments(example["segments"]), bool(example.get("mask_until_first_transition", False))
 
 
 def mask_pieces(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: bool = False) -> list[tuple[str, bool]]:
@@ -264,18 +248,3 @@ def mask_view_ansi(tokenizer: Any | None, example: dict[str, Any], *, show_promp
         out.append("\n".join(f"{color}{line}\x1b[0m" if line else "" for line in text.replace("\n", "↵\n").split("\n")))
     tail = f"\n… {len(pieces) - len(shown)} more" if len(shown) < len(pieces) else ""
     return "".join(out) + tail
-
-
-def load_student_tokenizer(cfg: Any) -> Any:
-    """The student's tokenizer: ``RunPaths.tiny_base`` when ``cfg.student.model == "tiny"``,
-    else ``cfg.student.model`` (a path or hub id)."""
-    from transformers import AutoTokenizer
-
-    from dualdistill.paths import RunPaths
-
-    if cfg.student.model == "tiny":
-        path = RunPaths.of(cfg).tiny_base
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"tiny student tokenizer not found at {path}: stage 01 builds it (dualdistill.tiny)")
-        return AutoTokenizer.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(cfg.student.model)

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dualdistill import formatting, grading
-from dualdistill.formatting import Segment
 
 GROUP_KEYS = ("model", "benchmark", "budget")
 FAMILY_PREFIX = "family:"
@@ -135,11 +134,7 @@ def default_ks(n: int) -> list[int]:
 
 # --- per-record features --------------------------------------------------------------------
 def _final_answer(traj: dict[str, Any]) -> str | None:
-    return formatting.extract_final_answer(formatting.render(_segments(traj)))
-
-
-def _segments(traj: dict[str, Any]) -> list[Segment]:
-    return [Segment.from_dict(s) for s in traj.get("segments") or []]
+    return formatting.extract_final_answer(formatting.render(formatting.as_segments(traj)))
 
 
 def record_features(rec: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +159,7 @@ def record_features(rec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"malformed sample record {rec.get('key', '<no key>')!r}: missing or bad {err}") from None
     feats["answer"] = rec["final_answer"] if "final_answer" in rec else _final_answer(traj)
     feats["format_valid"] = (
-        bool(rec["format_valid"]) if "format_valid" in rec else formatting.is_valid(_segments(traj))
+        bool(rec["format_valid"]) if "format_valid" in rec else formatting.is_valid(formatting.as_segments(traj))
     )
     return feats
 
@@ -267,12 +262,3 @@ def summarize(
             row.update(compute_metrics(part, ks=ks, equal=equal))
             rows.append(row)
     return rows
-
-
-def problem_means(records: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Per-problem mean correctness (ḡ in self-distillation) over ``ok`` records."""
-    acc: dict[str, list[float]] = defaultdict(list)
-    for f in map(record_features, latest_per_sample(records)):
-        if f["ok"]:
-            acc[f["problem_id"]].append(float(f["correct"]))
-    return {pid: sum(v) / len(v) for pid, v in acc.items()}

@@ -1,8 +1,8 @@
-"""The one interface behind every backend: "a policy that continues a prompt" (DESIGN §4).
+"""The one interface behind every backend: "a policy that continues a prompt" (METHOD §4).
 
 A policy receives a batch of :class:`GenerationRequest` (the full text to continue: prompt plus the
 completion so far, a token limit, stop strings) and returns one :class:`Generation` per request.
-The tool loop (``dualdistill.rollout``) is written once on top of this interface.
+The tool loop (``dualdistill.tool_loop``) is written once on top of this interface.
 
 Backends register themselves by name with :func:`register`; :func:`build_policy` builds one from a
 :class:`~dualdistill.config.PolicyConfig`. Every name in :data:`BACKENDS` must resolve.

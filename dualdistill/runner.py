@@ -2,37 +2,38 @@
 
     dualdistill run params/demo.yaml            # everything, skipping finished stages
     dualdistill run params/demo.yaml --from 03  # redo 03 and what follows
+    dualdistill run params/demo.yaml --quiet    # no progress lines
 
 Executed notebooks go to ``outputs/<run>/notebooks/``. A stage is finished when its marker
 ``outputs/<run>/stages/<NN>.done`` holds the hash of the config it ran with; a changed config
-reruns it (each stage is itself resumable, so a rerun only does missing work). A failing notebook
-stops the run with the stage, the cell and the error named.
+reruns it (each stage is itself resumable, so a rerun only does missing work). What each stage does
+is streamed to the terminal as it happens: the notebook kernels run with ``DUALDISTILL_PROGRESS=lines``
+(``dualdistill.progress``), so progress bars and logs inside the cells become periodic lines on
+stderr, which papermill passes through (what cells print to stdout stays in the executed notebook). A failing notebook stops the run with the stage, the cell
+and the error named.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dualdistill import progress as progress_lines
+from dualdistill.artifacts import RunPaths
 from dualdistill.config import RunConfig, load_config
-from dualdistill.paths import RunPaths
+from dualdistill.stages import STAGES, get_stage
+from dualdistill.store import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
-STAGES: dict[str, str] = {
-    "01": "01_teacher_rollouts.ipynb",
-    "02": "02_compose_trajectories.ipynb",
-    "03": "03_teacher_distillation_sft.ipynb",
-    "04": "04_self_distillation.ipynb",
-    "05": "05_evaluation.ipynb",
-    "06": "06_analysis.ipynb",
-}
 
 
 class StageFailed(RuntimeError):
@@ -48,7 +49,7 @@ class StageResult:
 
 
 def _marker(paths: RunPaths, stage: str) -> Path:
-    return paths.root / "stages" / f"{stage}.done"
+    return paths.stage_markers / f"{stage}.done"
 
 
 def _is_done(paths: RunPaths, stage: str, cfg_hash: str) -> bool:
@@ -65,30 +66,43 @@ def _failure_message(stage: str, output: Path, err: Exception) -> str:
     cell = getattr(err, "cell_index", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     where = f"cell {cell}" if cell is not None else "a cell"
-    return f"stage {stage} ({STAGES[stage]}) failed in {where}: {ename}: {evalue}\n  executed notebook: {output}"
+    return (f"stage {stage} ({get_stage(stage).notebook}) failed in {where}: {ename}: {evalue}\n"
+            f"  executed notebook: {output}")
 
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *, kernel: str = "python3",
                      progress: bool = True) -> None:
-    """Execute one notebook with papermill, cwd = the repository root."""
+    """Execute one notebook with papermill, cwd = the repository root. With ``progress`` the cells'
+    stderr (progress lines, logs, warnings) streams to this process's stderr as it is produced."""
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, cwd=str(REPO), kernel_name=kernel,
-        progress_bar=progress, log_output=False, request_save_on_cell_execute=True,
-    )
+    old = os.environ.get(progress_lines.MODE_ENV)
+    os.environ[progress_lines.MODE_ENV] = "lines" if progress else "off"  # the kernel inherits it
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, cwd=str(REPO), kernel_name=kernel,
+            progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+            stderr_file=sys.stderr if progress else None,
+        )
+    finally:
+        if old is None:
+            os.environ.pop(progress_lines.MODE_ENV, None)
+        else:
+            os.environ[progress_lines.MODE_ENV] = old
 
 
 def selected_stages(from_stage: str | None = None, only: list[str] | None = None) -> list[str]:
+    numbers = [s.number for s in STAGES]
     for s in [from_stage, *(only or [])]:
-        if s is not None and s not in STAGES:
-            raise ValueError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
-    stages = list(STAGES)
+        if s is not None:
+            get_stage(s)  # unknown stages are an error naming the known ones
+    stages = numbers
     if from_stage:
-        stages = stages[stages.index(from_stage):]
+        stages = stages[stages.index(get_stage(from_stage).number):]
     if only:
-        stages = [s for s in stages if s in only]
+        wanted = {get_stage(s).number for s in only}
+        stages = [s for s in stages if s in wanted]
     return stages
 
 
@@ -101,35 +115,43 @@ def run_pipeline(params: str | Path, overrides: dict[str, Any] | None = None, *,
     paths = RunPaths.of(cfg)
     cfg.save(paths.root / "config.yaml")
     cfg_hash = cfg.hash()
-    forced = set(selected_stages(from_stage, None)) if from_stage else set(only or [])
+    forced = set(selected_stages(from_stage, None)) if from_stage else set(selected_stages(None, only) if only else [])
     parameters = {"params": str(Path(params).resolve()), "overrides": overrides}
     results = []
+    t_run = time.monotonic()
     for stage in selected_stages(from_stage, only):
-        output = paths.notebooks / STAGES[stage]
+        info = get_stage(stage)
+        output = paths.notebooks / info.notebook
         if stage not in forced and _is_done(paths, stage, cfg_hash):
             log.info("stage %s already finished with this config: skipped", stage)
+            if progress:
+                progress_lines.say(f"== stage {stage} · {info.title}: finished earlier with this config, skipped")
             results.append(StageResult(stage, output, "skipped", 0.0))
             continue
         _marker(paths, stage).unlink(missing_ok=True)
-        print(f"[dualdistill] stage {stage}: {STAGES[stage]}", flush=True)
-        start = time.time()
+        if progress:
+            progress_lines.say(f"== stage {stage} · {info.title} · notebooks/{info.notebook}")
+        start = time.monotonic()
         try:
-            execute_notebook(NOTEBOOK_DIR / STAGES[stage], output, parameters, kernel=kernel, progress=progress)
+            execute_notebook(NOTEBOOK_DIR / info.notebook, output, parameters, kernel=kernel, progress=progress)
         except Exception as err:  # papermill.PapermillExecutionError and kernel failures
             raise StageFailed(_failure_message(stage, output, err)) from err
-        seconds = time.time() - start
-        marker = _marker(paths, stage)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"config_hash": cfg_hash, "seconds": round(seconds, 1), "finished": time.time()}))
+        seconds = time.monotonic() - start
+        write_json(_marker(paths, stage), {"config_hash": cfg_hash, "seconds": round(seconds, 1),
+                                           "finished": time.time()})
+        if progress:
+            progress_lines.say(f"== stage {stage} finished in {progress_lines.duration(seconds)}")
         results.append(StageResult(stage, output, "ran", seconds))
     write_report_index(cfg, results)
+    if progress:
+        progress_lines.say(f"== run {cfg.run_name}: {len(results)} stages in {progress_lines.duration(time.monotonic() - t_run)}"
+                           f" · report: {paths.report / 'README.md'}")
     return results
 
 
 def write_report_index(cfg: RunConfig, results: list[StageResult]) -> Path:
     """``outputs/<run>/report/README.md``: the results table, the plots and the stage timings."""
     paths = RunPaths.of(cfg)
-    paths.report.mkdir(parents=True, exist_ok=True)
     lines = [f"# Run `{cfg.run_name}`", "", f"Params: `{cfg.source}` (config hash `{cfg.hash()}`)", ""]
     table = paths.report / "results.md"
     if table.exists():
@@ -139,6 +161,4 @@ def write_report_index(cfg: RunConfig, results: list[StageResult]) -> Path:
         lines += ["## Plots", ""] + [f"![{p.stem}](../plots/{p.name})" for p in plots] + [""]
     lines += ["## Stages", "", "| stage | notebook | status | seconds |", "|---|---|---|---|"]
     lines += [f"| {r.stage} | `{r.notebook.name}` | {r.status} | {r.seconds:.0f} |" for r in results]
-    out = paths.report / "README.md"
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_atomic(paths.report / "README.md", "\n".join(lines) + "\n")

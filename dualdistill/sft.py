@@ -27,7 +27,6 @@ import argparse
 import csv
 import dataclasses
 import gc
-import hashlib
 import json
 import logging
 import shutil
@@ -35,39 +34,36 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dualdistill.config import SFTConfig, load_config, parse_override
-from dualdistill.store import read_jsonl
+from dualdistill import progress as progress_lines
+from dualdistill.artifacts import SFT_STAMP, model_fingerprint
+from dualdistill.config import ConfigError, SFTConfig, load_config, parse_override
+from dualdistill.hashing import stable_hash
+from dualdistill.masking import tokenize_with_labels
+from dualdistill.store import read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
-STAMP = "sft_summary.json"  # in model_dir: hash + config + summary of a finished run
+
+class _QuietOptionalKernel(logging.Filter):
+    """bitsandbytes warns at every CPU start that the optional ``kernels`` package (a faster 4-bit
+    matmul) is missing; its own fallback is correct, so that one warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_QuietOptionalKernel())
+
 # fields that may change between a run and its resumption (they do not change what a step does)
 RESUMABLE_CHANGES = ("max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps",
                      "report_to", "merge_lora")
 
 
 # --- hashing -------------------------------------------------------------------------------------
-def _sha(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def data_hash(examples: list[dict]) -> str:
     """Hash of what training reads from the examples (prompt, segments with meta, mask flag)."""
-    return _sha([[e.get("prompt"), e.get("segments"), bool(e.get("mask_until_first_transition"))] for e in examples])
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """A local model dir: its SFT stamp hash if it has one, else its config and file sizes; else the id."""
-    p = Path(path)
-    if not p.is_dir():
-        return str(path)
-    stamp = p / STAMP
-    if stamp.is_file():
-        return "sft:" + json.loads(stamp.read_text()).get("hash", "")
-    files = sorted((f.name, f.stat().st_size) for f in p.iterdir() if f.is_file() and f.name != STAMP)
-    config = (p / "config.json").read_text() if (p / "config.json").is_file() else ""
-    return "dir:" + _sha([config, files])
+    return stable_hash([[e.get("prompt"), e.get("segments"), bool(e.get("mask_until_first_transition"))]
+                        for e in examples])
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -75,14 +71,12 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, sft: SFTConfig, *, p
                       ) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
     """``input_ids`` + ``labels`` rows for training, and counts (kept, dropped over length,
     truncated, dropped for having no loss token, tokens, loss tokens)."""
-    from tqdm.auto import tqdm
-
-    from dualdistill.masking import tokenize_with_labels
-
     rows: list[dict[str, list[int]]] = []
     stats = {"examples": len(examples), "kept": 0, "dropped": 0, "truncated": 0, "no_loss": 0,
              "tokens": 0, "loss_tokens": 0}
-    for i, ex in enumerate(tqdm(examples, desc="tokenise", disable=not progress)):
+    bar = progress_lines.bar(len(examples), "tokenise", enabled=progress and progress_lines.mode() == "bar")
+    for i, ex in enumerate(examples):
+        bar.update(1)
         try:
             prompt, segments = ex["prompt"], ex["segments"]
         except (KeyError, TypeError):
@@ -109,6 +103,7 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, sft: SFTConfig, *, p
         rows.append({"input_ids": ids, "labels": labels})
         stats["tokens"] += len(ids)
         stats["loss_tokens"] += n_loss
+    bar.close()
     stats["kept"] = len(rows)
     return rows, stats
 
@@ -171,7 +166,7 @@ def training_args(sft: SFTConfig, output_dir: Path, *, device: str, bf16: bool, 
         report_to=[] if sft.report_to in ("none", "") else [r.strip() for r in sft.report_to.split(",")],
         seed=sft.seed,
         data_seed=sft.seed,
-        disable_tqdm=not progress,
+        disable_tqdm=not progress or progress_lines.mode() != "bar",  # lines: ProgressLines instead
         dataset_num_proc=None,
         remove_unused_columns=True,
     )
@@ -237,7 +232,37 @@ def lora_config(sft: SFTConfig) -> Any:
                       target_modules=sft.lora_target_modules, bias="none", task_type="CAUSAL_LM")
 
 
-def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], args: Any, sft: SFTConfig) -> Any:
+def progress_callback(desc: str) -> Any:
+    """A transformers ``TrainerCallback`` that reports steps, loss, elapsed time and the time left as
+    :class:`~dualdistill.progress.LineProgress` lines (used when progress goes out as lines)."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: progress_lines.LineProgress | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                self.bar = progress_lines.LineProgress(state.max_steps, desc, unit="steps")
+                self.bar.n = state.global_step
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix_str(f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return ProgressLines()
+
+
+def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], args: Any, sft: SFTConfig,
+                  callbacks: list[Any] | None = None) -> Any:
     """TRL ``SFTTrainer`` over pre-tokenised rows (labels used as given)."""
     import datasets
     import trl
@@ -247,7 +272,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], 
     dataset = datasets.Dataset.from_list(rows)
     return trl.SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=lora_config(sft) if sft.method in ("lora", "qlora") else None,
+        peft_config=lora_config(sft) if sft.method in ("lora", "qlora") else None, callbacks=callbacks,
     )
 
 
@@ -274,7 +299,7 @@ def write_loss_csv(log_history: list[dict[str, Any]], path: Path) -> Path:
 
 
 def read_stamp(model_dir: str | Path) -> dict[str, Any] | None:
-    p = Path(model_dir) / STAMP
+    p = Path(model_dir) / SFT_STAMP
     return json.loads(p.read_text()) if p.is_file() else None
 
 
@@ -291,13 +316,6 @@ def merge_adapter(base_model: str | Path, adapter_dir: Path, model_dir: Path, to
     return model_dir
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-    tmp.replace(path)
-
-
 # --- the whole step --------------------------------------------------------------------------------
 def train_sft(
     examples: list[dict],
@@ -310,8 +328,10 @@ def train_sft(
     resume: bool = True,
     device: str = "auto",
     progress: bool = True,
+    desc: str = "SFT",
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``examples``; save a plain model to ``model_dir`` and return a summary.
+    ``desc`` names the run in progress lines.
 
     A finished run with the same config, base and data is skipped (its stored summary is returned,
     with ``skipped: True``). ``resume=True`` continues from the last checkpoint in
@@ -327,8 +347,8 @@ def train_sft(
     sft_dump = sft.model_dump(mode="json")
     ident = {"base": model_fingerprint(base_model), "tokenizer": model_fingerprint(tok_src),
              "data": data_hash(examples)}
-    run_hash = _sha({**ident, "sft": sft_dump})
-    resume_hash = _sha({**ident, "sft": {k: v for k, v in sft_dump.items() if k not in RESUMABLE_CHANGES}})
+    run_hash = stable_hash({**ident, "sft": sft_dump})
+    resume_hash = stable_hash({**ident, "sft": {k: v for k, v in sft_dump.items() if k not in RESUMABLE_CHANGES}})
 
     stamp = read_stamp(model_dir)
     if stamp is not None and stamp.get("hash") == run_hash:
@@ -348,7 +368,7 @@ def train_sft(
         log.warning("%s: removing old checkpoints (%s)", checkpoints, why)
         shutil.rmtree(checkpoints)
     if main:
-        _write_json(config_path, {"base_model": str(base_model), "tokenizer": str(tok_src), "sft": sft_dump,
+        write_json(config_path, {"base_model": str(base_model), "tokenizer": str(tok_src), "sft": sft_dump,
                                   **ident, "hash": run_hash, "resume_hash": resume_hash, "device": device,
                                   "bf16": bf16, "examples": len(examples)})
     _barrier(args)
@@ -357,7 +377,8 @@ def train_sft(
     rows, stats = tokenize_examples(examples, tokenizer, sft, progress=progress and main)
     log.info("SFT data: %s", stats)
     model = load_model(base_model, sft, device=device, bf16=bf16, args=args)
-    trainer = build_trainer(model, tokenizer, rows, args, sft)
+    lines = progress and progress_lines.mode() == "lines"
+    trainer = build_trainer(model, tokenizer, rows, args, sft, callbacks=[progress_callback(desc)] if lines else None)
 
     last = last_checkpoint(checkpoints) if resume else None
     start_step = int(last.name.split("-")[-1]) if last else 0
@@ -369,7 +390,7 @@ def train_sft(
     state = trainer.state
 
     adapter_dir = output_dir / "adapter"
-    if main and (model_dir / STAMP).is_file():  # an older model of ours: replace it, leave no stale files
+    if main and (model_dir / SFT_STAMP).is_file():  # an older model of ours: replace it, leave no stale files
         shutil.rmtree(model_dir)
     _barrier(args)
     if sft.method == "full":
@@ -398,8 +419,8 @@ def train_sft(
                 shutil.copytree(adapter_dir, model_dir, dirs_exist_ok=True)
                 tokenizer.save_pretrained(str(model_dir))
         write_loss_csv(state.log_history, output_dir / "loss.csv")
-        _write_json(output_dir / "summary.json", summary)
-        _write_json(model_dir / STAMP, {"hash": run_hash, "config": json.loads(config_path.read_text()),
+        write_json(output_dir / "summary.json", summary)
+        write_json(model_dir / SFT_STAMP, {"hash": run_hash, "config": json.loads(config_path.read_text()),
                                         "summary": summary})
     _barrier(args)
     del trainer, model
@@ -430,10 +451,12 @@ def _section(cfg: Any, name: str) -> SFTConfig:
     return node
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dualdistill.sft PARAMS --examples F --base M --out D [--set K=V ...]``: one SFT run
+    by hand (e.g. under ``accelerate launch``) with a config section of a params file."""
     ap = argparse.ArgumentParser(prog="python -m dualdistill.sft", description=__doc__.split("\n")[0])
     ap.add_argument("params", help="params YAML (its sft section, or --section, is used)")
-    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sft.max_steps=20")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override params fields (dotted)")
     ap.add_argument("--examples", required=True, help="JSONL of training examples")
     ap.add_argument("--base", required=True, help="base model dir or hub id")
     ap.add_argument("--out", required=True, help="work dir (checkpoints, adapter, loss.csv, summary.json)")
@@ -441,17 +464,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the base)")
     ap.add_argument("--section", default="sft", help="config section: sft | student.stage0_sft | self_distill.sft")
     ap.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(a.params, dict(parse_override(o) for o in a.overrides))
+    try:
+        cfg = load_config(a.params, dict(parse_override(o) for o in a.set))
+    except ConfigError as err:
+        print(f"error: {err}")
+        return 2
     examples = read_jsonl(a.examples)
     if not examples:
         raise SystemExit(f"{a.examples}: no training examples")
     summary = train_sft(examples, a.base, a.out, _section(cfg, a.section), tokenizer_path=a.tokenizer,
-                        model_dir=a.model_dir, resume=not a.no_resume, device=cfg.device)
+                        model_dir=a.model_dir, resume=not a.no_resume, device=cfg.device, progress=not a.quiet)
     print(json.dumps(summary, indent=2))
-    return summary
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dualdistill.artifacts import RunPaths
 from dualdistill.config import RunConfig
-from dualdistill.paths import RunPaths
 from dualdistill.store import read_jsonl
 
 PAPER = "https://arxiv.org/abs/2507.05707"

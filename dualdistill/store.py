@@ -1,9 +1,11 @@
-"""Append-only JSONL record stores that survive crashes (even ``kill -9``).
+"""Files that survive crashes: append-only JSONL record stores and atomic whole-file writes.
 
 Each record is one line, written with a single ``write`` and flushed (fsync optional). A line
 without its trailing newline is a torn write from a crash: it is never read as data, and the next
 append cuts it off. A complete line that is not valid JSON is an error naming file and line.
 Records carry a ``key``; a rerun asks :meth:`JsonlStore.keys` and does only what is missing.
+Whole files (summaries, configs, training sets) are written to a temporary file and renamed over
+the target (:func:`write_atomic`), so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -99,16 +101,36 @@ def record_key(*parts: Any) -> str:
     return "|".join(str(p) for p in parts)
 
 
-def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
-    """Write a whole JSONL file atomically (temp file + rename)."""
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file).
+    An unchanged file is left alone, so its modification time says when its content last changed."""
     path = Path(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """A JSON file (indented, unicode kept; values JSON cannot encode are written with ``str``)."""
+    return write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file; an invalid one is an error naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CorruptRecordError(f"{path}: not valid JSON ({err.msg}); fix or delete it") from None
+
+
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Write a whole JSONL file atomically."""
+    return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

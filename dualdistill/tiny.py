@@ -1,7 +1,7 @@
-"""The embedded default's student S0 base: a tiny ``Qwen2ForCausalLM`` built locally (DESIGN §5-6).
+"""The embedded default's student S0 base: a tiny ``Qwen2ForCausalLM`` built locally (METHOD §5-6).
 
     path = ensure_tiny(cfg.student.tiny or TinyModelConfig(), RunPaths.of(cfg).tiny_base, corpus)
-    python -m dualdistill.tiny params/smoke.yaml      # build (or reuse) outputs/<run>/models/tiny_base
+    dualdistill prepare-student params/smoke.yaml     # build (or reuse) outputs/<run>/models/tiny_base
 
 The model has the 7B student's class with a few million parameters (sizes from
 :class:`~dualdistill.config.TinyModelConfig`), randomly initialised from a seed. The tokenizer is a
@@ -16,8 +16,6 @@ hash stored beside it (config + corpus + build version) differs.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +26,7 @@ from typing import Any
 
 from dualdistill import formatting
 from dualdistill.config import TinyModelConfig
+from dualdistill.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +92,9 @@ def train_tokenizer(corpus: list[str], vocab_size: int) -> Any:
     return tok
 
 
-def corpus_hash(corpus: list[str]) -> str:
-    h = hashlib.sha256()
-    for text in corpus:
-        h.update(text.encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
 def tiny_build_hash(cfg: TinyModelConfig, corpus: list[str]) -> str:
-    """What decides the build: the sizes, the seed, the corpus and the recipe version."""
-    blob = json.dumps({"cfg": cfg.model_dump(mode="json"), "corpus": corpus_hash(corpus),
-                       "version": BUILD_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """What decides the build: the sizes, the seed, the corpus (in order) and the recipe version."""
+    return stable_hash({"cfg": cfg.model_dump(mode="json"), "corpus": stable_hash(corpus, 16), "version": BUILD_VERSION})
 
 
 def build_tiny(cfg: TinyModelConfig, out_dir: str | Path, corpus: list[str]) -> Path:
@@ -144,7 +133,7 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | Path, corpus: list[str]) -> 
     tok.save_pretrained(tmp)
     n_params = sum(p.numel() for p in model.parameters())
     meta = {"hash": tiny_build_hash(cfg, corpus), "config": cfg.model_dump(mode="json"),
-            "corpus_hash": corpus_hash(corpus), "corpus_texts": len(corpus), "version": BUILD_VERSION,
+            "corpus_hash": stable_hash(corpus, 16), "corpus_texts": len(corpus), "version": BUILD_VERSION,
             "n_params": n_params, "tokenizer_size": len(tok), "model_vocab_size": vocab,
             "build_seconds": round(time.perf_counter() - t0, 2)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -172,24 +161,3 @@ def ensure_tiny(cfg: TinyModelConfig, out_dir: str | Path, corpus: list[str]) ->
             and (out_dir / "config.json").exists() and (out_dir / "tokenizer.json").exists():
         return out_dir
     return build_tiny(cfg, out_dir, corpus)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from dualdistill.config import load_config, parse_override
-    from dualdistill.paths import RunPaths
-    from dualdistill.world import tokenizer_corpus
-
-    ap = argparse.ArgumentParser(description="build (or reuse) the tiny Qwen2 student of a run")
-    ap.add_argument("params", help="params YAML file")
-    ap.add_argument("overrides", nargs="*", help="section.field=value")
-    ap.add_argument("--out", help="output directory (default: outputs/<run>/models/tiny_base)")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.params, dict(parse_override(o) for o in args.overrides))
-    tiny = cfg.student.tiny or TinyModelConfig()
-    out = ensure_tiny(tiny, args.out or RunPaths.of(cfg).tiny_base, tokenizer_corpus(cfg.world))
-    print(json.dumps(read_build_meta(out), indent=2))
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()

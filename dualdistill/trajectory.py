@@ -68,7 +68,7 @@ class Trajectory:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         try:
-            segments = [Segment.from_dict(s) for s in d["segments"]]
+            segments = formatting.as_segments(d["segments"])
             return cls(
                 problem_id=str(d["problem_id"]),
                 role=d["role"],

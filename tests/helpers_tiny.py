@@ -41,7 +41,7 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(vocab_size: int = 400, *, tag_tokens: bool = False) -> Any:
-    """A byte-level BPE with the Qwen2 pipeline (DESIGN §6), as a transformers tokenizer; with
+    """A byte-level BPE with the Qwen2 pipeline (METHOD §6), as a transformers tokenizer; with
     ``tag_tokens`` the block tags (``<think>`` … ``</answer>``) are single (non-special) tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken, PreTrainedTokenizerFast

@@ -1,5 +1,6 @@
-"""Analysis: the β1/β2 selection counts, the results table, run_analysis and notebook 06 on the
-fake run in tests/fixtures/analysis (built by its make_fixture.py)."""
+"""Analysis: the β1/β2 selection counts, the results table, stage 06 and notebook 06 on the fake run in
+tests/fixtures/analysis (built by its make_fixture.py); stage 06 reads what stage 05 wrote and
+writes nothing of it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill import analysis
+from dualdistill import analysis, selection, tables
+from dualdistill.artifacts import RunPaths, read_metrics
 from dualdistill.config import load_config
-from dualdistill.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "analysis"
@@ -49,18 +50,20 @@ SELECTION_CASES = [
 
 @pytest.mark.parametrize(("gbar", "beta1", "beta2", "expected"), SELECTION_CASES)
 def test_selection_counts(gbar, beta1, beta2, expected):
-    counts = analysis.selection_counts(gbar, beta1, beta2)
+    counts = selection.selection_counts(gbar, beta1, beta2)
     assert {k: counts[k] for k in expected} == expected
     assert counts["examples"] == counts["verify"] + counts["correct"]
 
 
 def test_selection_counts_rejects_values_outside_unit_interval():
     with pytest.raises(ValueError, match="ḡ values must lie in"):
-        analysis.selection_counts([0.5, 1.5], 0.0, 0.9)
+        selection.selection_counts([0.5, 1.5], 0.0, 0.9)
 
 
 def test_selection_sweep_leaves_out_invalid_pairs():
-    sweep = analysis.selection_sweep([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    import pandas as pd
+
+    sweep = pd.DataFrame(selection.selection_sweep([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [0.0, 0.5, 1.0]))
     assert len(sweep) == 6 and (sweep["beta1"] <= sweep["beta2"]).all()
     row = sweep[(sweep.beta1 == 0.0) & (sweep.beta2 == 1.0)].iloc[0]
     assert (row["verify"], row["correct"]) == (1, 2)
@@ -69,35 +72,35 @@ def test_selection_sweep_leaves_out_invalid_pairs():
 # --- results table ----------------------------------------------------------------------------
 def test_results_table_matches_records_and_paper(fixture_cfg):
     rows = analysis.load_eval_rows(fixture_cfg)
-    table = analysis.results_table(rows)
+    table = tables.results_table(rows)
     assert list(table.index[:3]) == ["S0", "S1", "S2"]
     assert table.loc["S2", ("world_test", "L")] == pytest.approx(100.0)
     assert table.loc["S1", ("world_test", "S")] == pytest.approx(75.0)
     assert table.loc["S2", ("aime2025", "S")] == pytest.approx(50.0)
     assert table.loc["S2", ("avg", "S")] == pytest.approx((87.5 + 50.0) / 2)
-    ref = analysis.REFERENCE_PREFIX + "Agentic-R1-7B"
+    ref = tables.REFERENCE_PREFIX + "Agentic-R1-7B"
     assert table.loc[ref, ("aime2025", "S")] == 28.0 and table.loc[ref, ("aime2025", "L")] == 40.7
     assert table.loc[ref, ("avg", "L")] == 40.7  # the paper's rows average over the matched benchmarks
-    md = analysis.table_markdown(table)
+    md = tables.table_markdown(table)
     assert "| S2 | 87.5/100.0 | 50.0/75.0 | 68.8/87.5 |" in md
     assert "| paper: Agentic-R1-7B | —/— | 28.0/40.7 | 28.0/40.7 |" in md
-    no_ref = analysis.results_table(rows, reference=False, budgets=["L"], models=["S1"])
+    no_ref = tables.results_table(rows, reference=False, budgets=["L"], models=["S1"])
     assert list(no_ref.index) == ["S1"] and list(no_ref.columns.get_level_values(1)) == ["L"] * 3
 
 
 # --- the stage --------------------------------------------------------------------------------
 def test_run_analysis_on_fixture(fixture_cfg):
-    out = analysis.run_analysis(fixture_cfg)
     paths = RunPaths.of(fixture_cfg)
+    summary_before = paths.summary.read_bytes()
+    out = analysis.run(fixture_cfg, progress=False)
     assert sorted(out["plots"]) == sorted(FIGURES) and out["skipped"] == {}
     for name in FIGURES:
         png = paths.plots / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, name
     md = Path(out["results_md"]).read_text()
     assert "| S1 | 75.0/87.5 | 25.0/25.0 | 50.0/56.2 |" in md and "![accuracy](../plots/accuracy.png)" in md
-    summary = json.loads(paths.summary.read_text())
-    assert summary["t1"] == {"examples": 12}  # another stage's key survives
-    assert len({(r["model"], r["benchmark"], r["budget"]) for r in summary["eval"]}) == 12
+    assert paths.summary.read_bytes() == summary_before  # stage 05's summary is read, never written
+    assert read_metrics(fixture_cfg, "06")["metrics"] == json.loads(json.dumps(out["metrics"]))
     m = out["metrics"]
     assert m["accuracy"]["S0/world_test/S"] == 0.25 and m["tool_use_rate"]["S1/world_test/S"] == 0.5
     assert m["t1_cases"] == {"01": 6, "10": 3, "11": 3}
@@ -109,7 +112,7 @@ def test_missing_inputs_skip_their_figures(fixture_cfg, capsys):
     paths = RunPaths.of(fixture_cfg)
     shutil.rmtree(paths.sd_samples.parent)
     paths.t1.unlink()
-    out = analysis.run_analysis(fixture_cfg)
+    out = analysis.run(fixture_cfg, progress=False)
     assert sorted(out["skipped"]) == ["composition", "gbar_hist", "selection_sweep"]
     assert sorted(out["plots"]) == ["accuracy", "tokens_vs_accuracy", "tool_use"]
     printed = capsys.readouterr().out
@@ -119,17 +122,30 @@ def test_missing_inputs_skip_their_figures(fixture_cfg, capsys):
 
 def test_no_records_at_all_skips_everything(tmp_path, capsys):
     cfg = load_config(PARAMS, {"output_dir": str(tmp_path / "outputs")})
-    out = analysis.run_analysis(cfg)
+    out = analysis.run(cfg, progress=False)
     assert out["plots"] == {} and sorted(out["skipped"]) == sorted(FIGURES)
     assert "_no evaluation records_" in Path(out["results_md"]).read_text()
     assert "run stage 05" in capsys.readouterr().out
 
 
-def test_summary_json_is_used_when_records_are_gone(fixture_cfg):
-    analysis.run_analysis(fixture_cfg)  # writes summary.json from the records
+def test_analysis_reads_stage05s_summary_not_the_records(fixture_cfg):
     shutil.rmtree(RunPaths.of(fixture_cfg).root / "eval")
     rows = analysis.load_eval_rows(fixture_cfg)
     assert any(r["model"] == "S2" and r["accuracy"] == 1.0 for r in rows)
+
+
+def test_gbar_of_stage06_is_stage04s_after_k_is_lowered(fixture_cfg):
+    """Stage 04 and stage 06 count ḡ over the same current samples: with K lowered to 2, both use the
+    first 2 samples of each problem (the fixture has 4), not every record of the file."""
+    from dualdistill.selection import gbar_by_problem, gbar_histogram, group_by_problem
+    from dualdistill.self_distillation import self_distill
+
+    cfg = fixture_cfg.model_copy(update={"self_distill": fixture_cfg.self_distill.model_copy(update={"k": 2})})
+    stage04 = self_distill(cfg, until="sample", progress=False)  # nothing to sample: all cached
+    stage06 = analysis.run(cfg, progress=False)["metrics"]
+    assert stage06["gbar_hist"] == stage04["gbar_hist"] == {"0.000": 2, "0.500": 1, "1.000": 5}
+    every_record = gbar_by_problem(group_by_problem(analysis.read_jsonl(RunPaths.of(cfg).sd_samples)))
+    assert gbar_histogram(every_record.values()) != stage06["gbar_hist"]  # what stage 06 used to count
 
 
 def test_committed_fixture_matches_its_generator(tmp_path):
@@ -146,8 +162,6 @@ def test_committed_fixture_matches_its_generator(tmp_path):
 def test_notebook_06_on_fixture(tmp_path):
     """papermill runs the notebook with the default "python3" kernel: jupyter_client starts a
     kernel spec whose argv is "python" with the interpreter running papermill (this venv)."""
-    import scrapbook as sb
-
     from dualdistill.runner import execute_notebook
 
     shutil.copytree(FIXTURE / "run", tmp_path / "outputs" / "fixture")
@@ -158,8 +172,9 @@ def test_notebook_06_on_fixture(tmp_path):
     plots = tmp_path / "outputs" / "fixture" / "plots"
     for name in FIGURES:
         assert (plots / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
-    scraps = sb.read_notebook(str(out_nb)).scraps.data_dict
-    assert scraps["plots"] == sorted(FIGURES) and scraps["skipped"] == {}
-    assert scraps["accuracy"]["S2/world_test/L"] == 1.0
-    assert scraps["selection"]["examples"] == 10
-    assert scraps["t1_cases"] == {"01": 6, "10": 3, "11": 3}
+    cfg = load_config(PARAMS, {"output_dir": str(tmp_path / "outputs")})
+    metrics = read_metrics(cfg, "06")
+    assert sorted(metrics["plots"]) == sorted(FIGURES) and metrics["skipped"] == {}
+    assert metrics["metrics"]["accuracy"]["S2/world_test/L"] == 1.0
+    assert metrics["metrics"]["selection"]["examples"] == 10
+    assert metrics["metrics"]["t1_cases"] == {"01": 6, "10": 3, "11": 3}

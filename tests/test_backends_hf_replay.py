@@ -9,7 +9,7 @@ import pytest
 from dualdistill import formatting
 from dualdistill.config import PolicyConfig
 from dualdistill.policy import BACKENDS, GenerationRequest, Policy, _resolve, build_policy
-from dualdistill.problems import Problem
+from dualdistill.problem import Problem
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_replay_budget_and_diverged_completion():
 
 
 def test_replay_in_the_tool_loop_gives_a_valid_text_trajectory():
-    from dualdistill.rollout import RolloutItem, generate_trajectories
+    from dualdistill.tool_loop import RolloutItem, generate_trajectories
 
     policy = build_policy(PolicyConfig(backend="replay", replay_fields=["a"]))
     p = problem(a=R1)

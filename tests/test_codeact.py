@@ -1,5 +1,5 @@
 """The CodeAct teacher: hand-written chat transcripts and OpenHands events → student segments, and
-``CodeActPolicy`` driving a scripted chat model through the real tool loop (``dualdistill.rollout``)
+``CodeActPolicy`` driving a scripted chat model through the real tool loop (``dualdistill.tool_loop``)
 with the project's sandbox."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dualdistill.backends.codeact import (
 from dualdistill.config import PolicyConfig
 from dualdistill.formatting import Segment
 from dualdistill.policy import Generation, GenerationRequest, build_policy
-from dualdistill.problems import Problem
-from dualdistill.rollout import RolloutItem, generate_trajectories
+from dualdistill.problem import Problem
+from dualdistill.tool_loop import RolloutItem, generate_trajectories
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "<stdin>", line 1, in <module>\nNameError: name \'y\' is not defined'
 
@@ -154,7 +154,7 @@ class ScriptedChat:
 @pytest.fixture(scope="module")
 def pool() -> Any:
     from dualdistill.config import SandboxConfig
-    from dualdistill.rollout import make_sandbox_pool
+    from dualdistill.tool_loop import make_sandbox_pool
 
     p = make_sandbox_pool(SandboxConfig(workers=1))
     yield p

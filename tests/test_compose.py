@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import pytest
 import yaml
 
 from dualdistill import compose as C
 from dualdistill import formatting as F
+from dualdistill.artifacts import RunPaths, read_metrics, rollout_hash, teacher_records
 from dualdistill.config import CompositionConfig, config_from_dict
 from dualdistill.formatting import FormatError, Segment
-from dualdistill.paths import RunPaths
 from dualdistill.store import JsonlStore, read_jsonl, record_key
 
 TRANSITIONS = dict(F.DEFAULT_TRANSITIONS)
@@ -253,13 +252,13 @@ def make_cfg(tmp_path, **extra):
 def test_run_compose_writes_outputs_and_resumes(tmp_path):
     cfg = make_cfg(tmp_path)
     records = many(8, 5) + pair("x", "text", False, False, subset="insight")
-    summary = C.run_compose(cfg, records=records)
+    summary = C.compose_records(cfg, records)
     paths = RunPaths.of(cfg)
     t1 = read_jsonl(paths.t1)
     assert summary["n_t1"] == len(t1) == 10 and summary["subsets"] == {"computation": 5, "insight": 5}
     assert summary["dropped"] == {"balance": 3, "both_wrong": 1}
     assert sum(summary["cases"].values()) == 10 and not summary["skipped"]
-    for name in ("stats.csv", "summary.json", "dropped.jsonl", "config.yaml"):
+    for name in ("stats.csv", "metrics.json", "dropped.jsonl", "config.yaml"):
         assert (paths.t1.parent / name).is_file()
     assert yaml.safe_load((paths.t1.parent / "config.yaml").read_text())["_hash"] == cfg.hash()
     for name, teacher in cfg.baselines.items():
@@ -269,31 +268,36 @@ def test_run_compose_writes_outputs_and_resumes(tmp_path):
     assert summary["baselines"]["text_only"]["requested"] == 10
     for ex in t1:
         F.validate([Segment.from_dict(s) for s in ex["segments"]])
-    json.dumps(summary)  # JSON-able, for scrapbook
+    assert read_metrics(cfg, "02") == json.loads(json.dumps(summary))  # the stage's key figures, on disk
 
-    again = C.run_compose(cfg, records=records)
+    again = C.compose_records(cfg, records)
     assert again["skipped"] and again["n_t1"] == 10
-    other = C.run_compose(make_cfg(tmp_path, composition={"balance": "none"}), records=records)
+    other = C.compose_records(make_cfg(tmp_path, composition={"balance": "none"}), records)
     assert not other["skipped"] and other["n_t1"] == 13
 
     # deterministic: a fresh directory gives the same file
     cfg2 = make_cfg(tmp_path / "b")
-    C.run_compose(cfg2, records=list(reversed(records)))
-    C.run_compose(cfg, records=records)
+    C.compose_records(cfg2, list(reversed(records)))
+    C.compose_records(cfg, records)
     assert RunPaths.of(cfg2).t1.read_text() == paths.t1.read_text()
 
 
-def test_run_compose_reads_the_rollout_store_and_cli(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dualdistill.rollouts", None)  # the store fallback path
+def test_run_compose_reads_the_rollout_store_and_cli(tmp_path):
+    from dualdistill.entry import main
+
     cfg = make_cfg(tmp_path, composition={"balance": "none"})
-    with pytest.raises(FileNotFoundError, match="stage 01"):
-        C.run_compose(cfg)
+    with pytest.raises(FileNotFoundError, match="stage 01 .* has not run for this params file"):
+        C.run(cfg, progress=False)
+    assert not RunPaths.of(cfg).t1.parent.exists()  # nothing written
     store = JsonlStore(RunPaths.of(cfg).teacher_rollouts)
+    h = rollout_hash(cfg)
     for r in pair("a", "text", True, True, status="failed") + pair("a", "text", True, True) + pair("b", "agent", False, True):
-        store.append(r)
+        store.append(dict(r, config_hash=h))
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"run_name": "t", "output_dir": str(tmp_path / "out")}))
-    summary = C.main([str(params), "composition.balance=none", "composition.mask_before_transition=never"])
+    assert main("02", [str(params), "--quiet", "--set", "composition.balance=none",
+                       "composition.mask_before_transition=never"]) == 0
+    summary = read_metrics(cfg, "02")
     assert summary["n_t1"] == 2 and summary["cases"] == {"01": 1, "11": 1} and summary["masked_before_transition"] == 0
 
 
@@ -301,7 +305,7 @@ def test_baseline_shortfall_is_reported(tmp_path, caplog):
     cfg = make_cfg(tmp_path, composition={"balance": "none", "baseline_fill": False})
     records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
     with caplog.at_level(logging.WARNING):
-        summary = C.run_compose(cfg, records=records)
+        summary = C.compose_records(cfg, records)
     assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 1, "requested": 3, "available": 1}
     assert summary["baselines"]["tool_only"]["n"] == 3
     assert "only 1" in caplog.text
@@ -311,7 +315,7 @@ def test_baseline_filled_to_the_same_budget(tmp_path):
     """Default: a baseline with fewer correct trajectories repeats them to train on as many examples as T1."""
     cfg = make_cfg(tmp_path, composition={"balance": "none"})
     records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
-    summary = C.run_compose(cfg, records=records)
+    summary = C.compose_records(cfg, records)
     assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 3, "requested": 3, "available": 1}
     examples = read_jsonl(RunPaths.of(cfg).baseline_data("text_only"))
     assert len({e["key"] for e in examples}) == 3 and len({e["problem_id"] for e in examples}) == 1
@@ -319,8 +323,6 @@ def test_baseline_filled_to_the_same_budget(tmp_path):
 
 
 def test_read_teacher_records_through_rollouts_counts_failures(tmp_path):
-    from dualdistill.rollouts import rollout_hash
-
     cfg = make_cfg(tmp_path, composition={"balance": "none"})
     store = JsonlStore(RunPaths.of(cfg).teacher_rollouts)
     h = rollout_hash(cfg)
@@ -329,18 +331,16 @@ def test_read_teacher_records_through_rollouts_counts_failures(tmp_path):
             + pair("d", "text", True, True))  # d: another config's records
     for r in rows:
         store.append(dict(r, config_hash="other" if r["problem"]["id"] == "d" else h))
-    records = C.read_teacher_records(cfg)
+    records = teacher_records(cfg, with_failed=True)
     assert {r["problem"]["id"] for r in records} == {"a", "b", "c"}
-    summary = C.run_compose(cfg)
+    summary = C.run(cfg, progress=False)
     assert summary["n_t1"] == 1 and summary["dropped"] == {"failed_rollout": 2}
 
 
 # --- notebook 02 ------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_notebook_02_runs_and_glues_counts(tmp_path):
+def test_notebook_02_runs_and_writes_its_metrics(tmp_path):
     """Notebook 02 on a hand-made run (rollout records + a tiny student tokenizer)."""
-    import scrapbook as sb
-
     from dualdistill.runner import REPO, execute_notebook
     from dualdistill.tiny import train_tokenizer as tiny_train
 
@@ -358,13 +358,13 @@ def test_notebook_02_runs_and_glues_counts(tmp_path):
     out_nb = tmp_path / "02.ipynb"
     execute_notebook(REPO / "notebooks" / "02_compose_trajectories.ipynb", out_nb,
                      {"params": str(params), "overrides": {}}, progress=False)
-    scraps = sb.read_notebook(str(out_nb)).scraps.data_dict
-    expected = C.run_compose(cfg)  # the notebook's outputs are up to date: nothing is redone
+    written = read_metrics(cfg, "02")
+    expected = C.run(cfg, progress=False)  # the notebook's outputs are up to date: nothing is redone
     assert expected["skipped"]
-    assert scraps["n_t1"] == expected["n_t1"] == 10 and scraps["t1_subsets"] == {"computation": 5, "insight": 5}
-    assert scraps["t1_cases"] == expected["cases"] and sum(scraps["t1_cases"].values()) == 10
-    assert scraps["dropped"] == expected["dropped"]
-    assert scraps["baseline_sizes"] == {k: v["n"] for k, v in expected["baselines"].items()}
+    assert written["n_t1"] == expected["n_t1"] == 10 and written["subsets"] == {"computation": 5, "insight": 5}
+    assert written["cases"] == expected["cases"] and sum(written["cases"].values()) == 10
+    assert written["dropped"] == expected["dropped"]
+    assert written["baselines"] == expected["baselines"]
     nb_text = out_nb.read_text()
     assert "trained" in nb_text and "case 01 · first teacher" in nb_text
 

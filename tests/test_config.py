@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", sorted((REPO / "params").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_params_load(path):
     cfg = load_config(path)
-    assert cfg.run_name and cfg.source == str(path)
+    assert cfg.run_name and cfg.source == str(path.resolve())  # one form whichever way the path was given
 
 
 def test_required_params_files_exist():

@@ -8,12 +8,13 @@ import json
 import pytest
 
 from dualdistill import benchmarks, evaluation, formatting
+from dualdistill.artifacts import SFT_STAMP, MissingStageError, RunPaths, model_fingerprint, read_metrics
 from dualdistill.backends.replay import ReplayPolicy
-from dualdistill.config import DataSource, EvalModel, PolicyConfig, config_from_dict
+from dualdistill.config import DataSource, EvalModel, PolicyConfig, config_from_dict, load_config
+from dualdistill.loaders import load_source
 from dualdistill.metrics import summarize
-from dualdistill.paths import RunPaths
 from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problems import Problem, load_source
+from dualdistill.problem import Problem
 from dualdistill.store import JsonlStore
 
 from .conftest import SHARED_FILES
@@ -72,7 +73,7 @@ def aime(shared_data) -> list[Problem]:
 @pytest.fixture(scope="module")
 def pool():
     from dualdistill.config import SandboxConfig
-    from dualdistill.rollout import make_sandbox_pool
+    from dualdistill.tool_loop import make_sandbox_pool
 
     p = make_sandbox_pool(SandboxConfig(workers=2))
     yield p
@@ -204,7 +205,7 @@ def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
     paths.summary.parent.mkdir(parents=True)
     paths.summary.write_text(json.dumps({"teacher": {"n": 3}, "eval": [{"stale": True}]}))
     # the world problems have no trace: their samples fail, are recorded and counted
-    out = evaluation.run_evaluation(cfg, progress=False)
+    out = evaluation.run(cfg, progress=False)
     assert out["models"] == ["replayer"] and out["benchmarks"] == {"aime2025": 6, "world_test": 4}
     assert out["n_new"] == 2 * 10 * 2 and out["failed"] == 2 * 4 * 2
     acc = out["accuracy"]["replayer"]
@@ -221,20 +222,23 @@ def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
     records = JsonlStore(paths.eval_records("replayer")).read()
     assert {r["budget_tokens"] for r in records} == {16, 4096} and not any(r["tools"] for r in records)
     assert (paths.root / "eval" / "config.yaml").is_file()
-    again = evaluation.run_evaluation(cfg, progress=False)  # resumable: only the failures are retried
+    again = evaluation.run(cfg, progress=False)  # resumable: only the failures are retried
     assert again["n_new"] == 16 and again["accuracy"] == out["accuracy"]
 
 
 def test_missing_checkpoints_name_model_and_stage(tmp_path, shared_data):
     cfg = stage_cfg(tmp_path, shared_data, ["S1", "S2", "text_only"])
     cfg = cfg.model_copy(update={"baselines": {"text_only": "text"}})
-    with pytest.raises(evaluation.MissingModelError, match=r"'S1'.*models/S1.*stage 03"):
-        evaluation.run_evaluation(cfg, progress=False)
+    with pytest.raises(MissingStageError, match=r"stage 03 .*has not run .*model S1 at .*models/S1"):
+        evaluation.run(cfg, progress=False)
+    assert not RunPaths.of(cfg).eval_dir.exists()  # nothing written before the check
     models = evaluation.eval_models(cfg)
-    with pytest.raises(evaluation.MissingModelError, match=r"'S2'.*stage 04"):
+    with pytest.raises(MissingStageError, match=r"stage 04 .*model S2"):
         evaluation.model_policy_config(cfg, models[1])
-    with pytest.raises(evaluation.MissingModelError, match=r"'text_only'.*baselines"):
+    with pytest.raises(MissingStageError, match=r"stage 03 .*model text_only"):
         evaluation.model_policy_config(cfg, models[2])
+    with pytest.raises(FileNotFoundError, match=r"'S9'.*no stage of this params file trains it"):
+        evaluation.model_policy_config(cfg, EvalModel(name="S9"))
     (RunPaths.of(cfg).model("S1")).mkdir(parents=True)
     pcfg = evaluation.model_policy_config(cfg, models[0])
     assert pcfg.model == str(RunPaths.of(cfg).model("S1")) and pcfg.backend == cfg.student.backend
@@ -259,19 +263,24 @@ def test_eval_models_and_benchmarks(tmp_path, shared_data):
         evaluation.load_benchmarks(twice)
 
 
-def test_sample_hash_and_fingerprint(tmp_path):
-    base = dict(budget=4096, temperature=0.6, tools=True, max_code_calls=10, seed=0)
-    h = evaluation.sample_hash(**base)
-    assert h == evaluation.sample_hash(**base)
-    assert h != evaluation.sample_hash(**{**base, "budget": 512})
-    assert h != evaluation.sample_hash(**base, benchmark_version="2")
+def test_eval_hash_and_model_fingerprint(tmp_path):
     model = tmp_path / "m"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"x" * 10)
-    fp = evaluation.model_fingerprint(model)
-    assert "model.safetensors:10:" in fp and evaluation.model_fingerprint(tmp_path / "nope") == ""
-    (model / "model.safetensors").write_bytes(b"x" * 11)  # retrained
-    assert evaluation.model_fingerprint(model) != fp
+    pcfg = PolicyConfig(backend="hf", model=str(model))
+    base = dict(budget=4096, temperature=0.6, tools=True, max_code_calls=10, seed=0)
+    h = evaluation.eval_hash(pcfg, **base)
+    assert h == evaluation.eval_hash(pcfg, **base)
+    assert h == evaluation.eval_hash(pcfg.model_copy(update={"max_concurrency": 99}), **base)  # runtime knob
+    assert h != evaluation.eval_hash(pcfg, **{**base, "budget": 512})
+    assert h != evaluation.eval_hash(pcfg, **base, benchmark_version="2")
+    assert h != evaluation.eval_hash(pcfg, **base, prompt_style="compact")
+    fp = model_fingerprint(model)
+    assert fp.startswith("dir:") and model_fingerprint(tmp_path / "nope") == str(tmp_path / "nope")
+    (model / "model.safetensors").write_bytes(b"x" * 11)  # other weights
+    assert model_fingerprint(model) != fp and evaluation.eval_hash(pcfg, **base) != h
+    (model / SFT_STAMP).write_text(json.dumps({"hash": "abc"}))  # a model this project trained: its SFT hash
+    assert model_fingerprint(model) == "sft:abc"
 
 
 def test_cli_writes_summary(tmp_path, shared_data, aime):
@@ -283,7 +292,10 @@ def test_cli_writes_summary(tmp_path, shared_data, aime):
         "eval": {"models": [{"name": "replayer", "policy": replay, "tools": False}], "budgets": {"S": 4096},
                  "samples": 1},
     }))
-    out = evaluation.main([str(params), "eval.limit=3"])
+    from dualdistill.entry import main
+
+    assert main("05", [str(params), "--quiet", "--set", "eval.limit=3"]) == 0
+    out = read_metrics(load_config(params), "05")
     assert out["benchmarks"] == {"aime2025": 3}
     rows = json.loads((tmp_path / "outputs" / "cli" / "report" / "summary.json").read_text())["eval"]
     assert rows[0]["n_samples"] == 3 and rows[0]["accuracy"] == pytest.approx(1 / 3)  # right_a: problem 0 only
@@ -317,8 +329,6 @@ def test_shared_files_are_all_registered():
 def test_notebook_05_with_a_replay_model(tmp_path, shared_data, aime, repo_root):
     """Notebook 05 end to end on 4 AIME problems with a replayed model (papermill, python3 kernel =
     the interpreter running the tests)."""
-    import scrapbook as sb
-
     from dualdistill.runner import execute_notebook
 
     replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
@@ -332,8 +342,8 @@ def test_notebook_05_with_a_replay_model(tmp_path, shared_data, aime, repo_root)
     out = tmp_path / "05.ipynb"
     execute_notebook(repo_root / "notebooks" / "05_evaluation.ipynb", out,
                      {"params": str(params), "overrides": {"eval.limit": 4}}, progress=False)
-    scraps = sb.read_notebook(str(out)).scraps.data_dict
+    metrics = read_metrics(load_config(params), "05")
     # problems 0..3: sample 0 right on 0 and 3, sample 1 right on 0 and 2
-    assert scraps["accuracy"] == {"replayer": {"aime2025": {"S": pytest.approx(4 / 8)}}}
-    assert scraps["n_records"] == 8 and scraps["n_new"] == 8 and scraps["failed"] == 0
-    assert scraps["tool_use_rate"] == {"replayer/aime2025/S": 0.0}
+    assert metrics["accuracy"] == {"replayer": {"aime2025": {"S": pytest.approx(4 / 8)}}}
+    assert metrics["n_records"] == 8 and metrics["n_new"] == 8 and metrics["failed"] == 0
+    assert metrics["tool_use_rate"] == {"replayer/aime2025/S": 0.0}

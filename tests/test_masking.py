@@ -272,7 +272,7 @@ def test_merging_tokenizer_really_straddles(merging):
 
 # --- agreement with the official rule ------------------------------------------------------------
 def official_labels(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """The official DualDistill rule, re-implemented (DESIGN §7): decode the token prefix one token
+    """The official DualDistill rule, re-implemented (METHOD §7): decode the token prefix one token
     at a time; a token is masked when, with it appended, the text holds more ``<executor>`` than the
     text before it holds ``</executor>`` (quadratic). Prompt tokens are masked by count."""
     ids = tok(prompt + completion, add_special_tokens=False)["input_ids"]

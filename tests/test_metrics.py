@@ -8,9 +8,9 @@ import math
 import pytest
 
 from dualdistill import metrics
-from dualdistill.evaluation import sample_record
 from dualdistill.formatting import Segment, answer_text
-from dualdistill.problems import Problem
+from dualdistill.problem import Problem
+from dualdistill.records import SampleRecord
 from dualdistill.trajectory import Trajectory
 
 
@@ -101,9 +101,9 @@ def traj(answer: str | None, *, calls: int = 0, errors: int = 0, timeouts: int =
 
 
 def rec(problem: Problem, sample: int, t: Trajectory, correct: bool, *, model="M", bench="B", budget="S") -> dict:
-    return sample_record(key=f"{model}|{bench}|{budget}|{problem.id}|{sample}", model=model, benchmark=bench,
-                         budget_name=budget, budget=512, problem=problem, sample=sample, trajectory=t,
-                         correct=correct)
+    return SampleRecord.from_trajectory(t, problem=problem, correct=correct,
+                                        key=f"{model}|{bench}|{budget}|{problem.id}|{sample}", model=model,
+                                        benchmark=bench, budget=budget, budget_tokens=512, sample=sample).to_dict()
 
 
 P1 = Problem("B/1", "q1", "10", "B", subset="computation", family="modpow")
@@ -199,5 +199,7 @@ def test_malformed_records_name_the_record():
         metrics.summarize([bad])
 
 
-def test_problem_means():
-    assert metrics.problem_means(hand_records()) == pytest.approx({"B/1": 2 / 3, "B/2": 0.0, "B/3": 1 / 3})
+def test_gbar_is_the_per_problem_mean_correctness():
+    from dualdistill.selection import gbar_by_problem, group_by_problem
+
+    assert gbar_by_problem(group_by_problem(hand_records())) == pytest.approx({"B/1": 2 / 3, "B/2": 0.0, "B/3": 1 / 3})

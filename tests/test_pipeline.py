@@ -1,19 +1,22 @@
 """The whole pipeline on the smoke params: notebooks 01 -> 06 through papermill, then checks on what
-each stage recorded (counts consistent across stages, every composition case present, a summary
-row for every model, plots written), a rerun that skips finished stages, and a failing stage that
-names its cell."""
+each stage recorded (its metrics.json: counts consistent across stages, every composition case
+present, a summary row for every model, plots written), a rerun that skips finished stages, progress
+streamed to the terminal, and a failing stage that names its cell."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from collections import Counter
 
 import pytest
-import scrapbook as sb
 
+from dualdistill.artifacts import RunPaths, read_metrics
 from dualdistill.config import load_config
-from dualdistill.paths import RunPaths
-from dualdistill.runner import STAGES, StageFailed, run_pipeline
+from dualdistill.runner import StageFailed, run_pipeline
+from dualdistill.stages import STAGES
 from dualdistill.store import read_jsonl
 from tests.conftest import REPO
 
@@ -23,32 +26,43 @@ MODELS = ["S0", "text_only", "tool_only", "S1", "S2"]
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The smoke run, with what ``dualdistill run`` shows on the terminal captured."""
     out = tmp_path_factory.mktemp("smoke")
     overrides = {"output_dir": str(out)}
-    results = run_pipeline(SMOKE, overrides, progress=False)
-    return load_config(SMOKE, overrides), results
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+        results = run_pipeline(SMOKE, overrides, progress=True)
+    return load_config(SMOKE, overrides), results, shown.getvalue()
 
 
 @pytest.mark.slow
-def test_every_stage_ran(smoke_run):
-    cfg, results = smoke_run
-    assert [r.stage for r in results] == list(STAGES) and all(r.status == "ran" for r in results)
+def test_every_stage_ran_and_streamed_its_progress(smoke_run):
+    cfg, results, shown = smoke_run
+    assert [r.stage for r in results] == [s.number for s in STAGES] and all(r.status == "ran" for r in results)
     paths = RunPaths.of(cfg)
-    for name in STAGES.values():
-        assert (paths.notebooks / name).exists()
+    for s in STAGES:
+        assert (paths.notebooks / s.notebook).exists()
+        assert paths.metrics(s.number).is_file()
+        assert f"== stage {s.number} · {s.title}" in shown and f"[stage {s.number}] done in" in shown
+        assert re.search(rf"== stage {s.number} finished in \d+(s|m\d\ds)", shown)
+    # the progress inside the cells reaches the terminal as lines with counts and elapsed time
+    assert re.search(r"\[teacher rollouts\] \d+/\d+ trajectories \(100%\) · \d+s elapsed", shown)
+    assert re.search(r"\[SFT S1\] \d+/\d+ steps \(100%\) · loss \d", shown)
+    assert re.search(r"\[S1 samples\] \d+/\d+ trajectories", shown)
+    assert re.search(r"\[S2/world_test/S\] \d+/\d+ trajectories", shown)
 
 
 @pytest.mark.slow
 def test_counts_consistent_across_stages(smoke_run):
-    cfg, _ = smoke_run
+    cfg, _, _ = smoke_run
     paths = RunPaths.of(cfg)
-    nb = {k: sb.read_notebook(str(paths.notebooks / v)).scraps for k, v in STAGES.items()}
-    n_problems = nb["01"]["n_problems"].data
+    m = {s.number: read_metrics(cfg, s.number) for s in STAGES}
+    n_problems = m["01"]["teacher_rollouts"]["problems"]
     assert n_problems == cfg.world.n_train
     rollouts = [r for r in read_jsonl(paths.teacher_rollouts) if r["status"] == "ok"]
     assert Counter(r["role"] for r in rollouts) == {"first": n_problems, "second": n_problems}
     t1 = read_jsonl(paths.t1)
-    assert nb["02"]["n_t1"].data == len(t1) and 0 < len(t1) <= n_problems
+    assert m["02"]["n_t1"] == len(t1) and 0 < len(t1) <= n_problems
     cases = Counter(e["case"] for e in t1)
     assert set(cases) == {"01", "11", "10"}, cases  # (0,0) is dropped, the three others all occur
     assert {e["first"] for e in t1} == {"text", "agent"}
@@ -57,12 +71,13 @@ def test_counts_consistent_across_stages(smoke_run):
     samples = read_jsonl(paths.sd_samples)
     n_sd = len({s["problem"]["id"] for s in samples})
     assert len(samples) == n_sd * cfg.self_distill.k
-    assert nb["04"]["selection_counts"].data["eligible"] <= n_sd
+    assert m["04"]["counts"]["eligible"] <= n_sd
+    assert m["06"]["metrics"]["gbar_hist"] == m["04"]["gbar_hist"]  # stages 04 and 06 count the same ḡ
 
 
 @pytest.mark.slow
 def test_summary_rows_for_every_model(smoke_run):
-    cfg, _ = smoke_run
+    cfg, _, _ = smoke_run
     summary = json.loads(RunPaths.of(cfg).summary.read_text())
     rows = summary["eval"]
     n_test = cfg.world.n_test
@@ -77,7 +92,7 @@ def test_summary_rows_for_every_model(smoke_run):
 
 @pytest.mark.slow
 def test_plots_and_report_written(smoke_run):
-    cfg, _ = smoke_run
+    cfg, _, _ = smoke_run
     paths = RunPaths.of(cfg)
     plots = {p.stem for p in paths.plots.glob("*.png")}
     assert {"accuracy", "tool_use", "composition", "gbar_hist", "selection_sweep"} <= plots
@@ -87,10 +102,10 @@ def test_plots_and_report_written(smoke_run):
 
 @pytest.mark.slow
 def test_rerun_skips_finished_stages_and_failure_names_the_cell(smoke_run):
-    cfg, _ = smoke_run
+    cfg, _, _ = smoke_run
     overrides = {"output_dir": cfg.output_dir}
     again = run_pipeline(SMOKE, overrides, progress=False)
     assert all(r.status == "skipped" for r in again)
     # a stage that breaks: evaluating a model nobody trained stops the run with cell and error named
-    with pytest.raises(StageFailed, match=r"stage 05 .* failed in cell \d+: MissingModelError"):
+    with pytest.raises(StageFailed, match=r"stage 05 .* failed in cell \d+: FileNotFoundError"):
         run_pipeline(SMOKE, {**overrides, "eval.models": ["S9"]}, only=["05"], progress=False)

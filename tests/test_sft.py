@@ -1,4 +1,4 @@
-"""SFT (dualdistill.sft) and stage 03 (dualdistill.distill) on a tiny random Qwen2, on CPU.
+"""SFT (dualdistill.sft) and stage 03 (dualdistill.teacher_distillation) on a tiny random Qwen2, on CPU.
 
 full / LoRA / QLoRA train with falling loss and merge into a plain model that reloads and generates;
 masked label positions get exactly zero gradient; a crashed run resumes from its last checkpoint
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from dualdistill import formatting
+from dualdistill.artifacts import RunPaths
 from dualdistill.config import SFTConfig, config_from_dict
 from dualdistill.formatting import Segment
-from dualdistill.paths import RunPaths
 from dualdistill.store import write_jsonl
 
 
@@ -273,7 +273,7 @@ def test_crash_resume_continues_step_count_and_rerun_skips(tiny_dir: Path, tmp_p
                          device="cpu", progress=False)
     monkeypatch.setattr(sftmod, "build_trainer", real_build)
     assert sftmod.last_checkpoint(work / "checkpoints").name == "checkpoint-4"
-    assert not (model_dir / sftmod.STAMP).exists()  # not finished
+    assert not (model_dir / sftmod.SFT_STAMP).exists()  # not finished
 
     # rerun with more steps: continues from checkpoint-4
     s = sftmod.train_sft(data, tiny_dir, work, fast_sft(max_steps=10, save_steps=2), model_dir=model_dir,
@@ -301,8 +301,9 @@ def test_cli_trains_from_a_params_file(tiny_dir: Path, tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump({"run_name": "cli", "device": "cpu",
                                       "sft": fast_sft(max_steps=2).model_dump(mode="json")}))
     write_jsonl(tmp_path / "ex.jsonl", train_set(1))
-    s = main([str(params), "sft.max_steps=3", "--examples", str(tmp_path / "ex.jsonl"), "--base", str(tiny_dir),
-              "--out", str(tmp_path / "out")])
+    assert main([str(params), "--set", "sft.max_steps=3", "--examples", str(tmp_path / "ex.jsonl"), "--base",
+                 str(tiny_dir), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["steps"] == 3 and (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "out" / "sft_config.json").read_text())["sft"]["max_steps"] == 3
 
@@ -340,19 +341,22 @@ def _write_stage02_outputs(cfg) -> None:
 
 
 def test_stage03_trains_s0_s1_baselines_and_skips_on_rerun(tiny_dir: Path, tmp_path: Path) -> None:
-    from dualdistill.distill import loss_curves, model_path, run_teacher_distillation, stage0_rollouts, summary_table
+    from dualdistill.artifacts import model_path, read_metrics
+    from dualdistill.teacher_distillation import loss_curves, run, summary_table
 
     cfg = _stage_cfg(tmp_path)
     paths = RunPaths.of(cfg)
-    with pytest.raises(FileNotFoundError, match="tiny base"):
-        run_teacher_distillation(cfg, progress=False)
+    with pytest.raises(FileNotFoundError, match="stage 01 .*has not run .*tiny student"):
+        run(cfg, progress=False)
     shutil.copytree(tiny_dir, paths.tiny_base)
-    write_jsonl(stage0_rollouts(cfg), _stage0_records())
-    with pytest.raises(FileNotFoundError, match="T1"):
-        run_teacher_distillation(cfg, progress=False)
+    write_jsonl(paths.stage0_rollouts, _stage0_records())
+    with pytest.raises(FileNotFoundError, match="stage 02 .*has not run .*T1"):
+        run(cfg, progress=False)
+    assert not paths.model("S0").exists()  # every input is checked before the first training
     _write_stage02_outputs(cfg)
 
-    summary = run_teacher_distillation(cfg, progress=False)
+    summary = run(cfg, progress=False)
+    assert read_metrics(cfg, "03") == json.loads(json.dumps(summary, default=str))
     assert set(summary["models"]) == {"S0", "S1", "text_only"}
     assert summary["models"]["S0"]["examples"] == 4  # correct text-teacher traces only
     assert summary["models"]["S0"]["steps"] == 3 and summary["models"]["S1"]["steps"] == 4
@@ -366,7 +370,7 @@ def test_stage03_trains_s0_s1_baselines_and_skips_on_rerun(tiny_dir: Path, tmp_p
     assert set(curves["model"]) == {"S0", "S1", "text_only"} and len(curves) == 3 + 4 + 4
     _generates(paths.model("S1"))
 
-    again = run_teacher_distillation(cfg, progress=False)
+    again = run(cfg, progress=False)
     assert all(m.get("skipped") for m in again["models"].values())
 
     hub = config_from_dict({"run_name": "hub", "output_dir": str(tmp_path / "o"), "student": {"model": "org/m"}})
@@ -402,22 +406,21 @@ def test_cli_under_two_processes_trains_once_and_writes_once(tiny_dir: Path, tmp
 
 @pytest.mark.slow
 def test_notebook_03_runs(tiny_dir: Path, tmp_path: Path) -> None:
-    import scrapbook as sb
     import yaml
 
-    from dualdistill.distill import stage0_rollouts
+    from dualdistill.artifacts import read_metrics
     from dualdistill.runner import REPO, execute_notebook
 
     cfg = _stage_cfg(tmp_path)
     shutil.copytree(tiny_dir, RunPaths.of(cfg).tiny_base)
-    write_jsonl(stage0_rollouts(cfg), _stage0_records())
+    write_jsonl(RunPaths.of(cfg).stage0_rollouts, _stage0_records())
     _write_stage02_outputs(cfg)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(_stage_params(tmp_path)))
     out_nb = tmp_path / "03.ipynb"
     execute_notebook(REPO / "notebooks" / "03_teacher_distillation_sft.ipynb", out_nb,
                      {"params": str(params), "overrides": {"sft.max_steps": 5}}, progress=False)
-    scraps = sb.read_notebook(str(out_nb)).scraps.data_dict
-    assert scraps["steps"] == {"S0": 3, "S1": 5, "text_only": 5}
-    assert set(scraps["final_loss"]) == {"S0", "S1", "text_only"} and all(v > 0 for v in scraps["final_loss"].values())
-    assert scraps["model_dirs"]["S1"] == str(RunPaths.of(cfg).model("S1"))
+    metrics = read_metrics(cfg, "03")
+    assert {name: m["steps"] for name, m in metrics["models"].items()} == {"S0": 3, "S1": 5, "text_only": 5}
+    assert all(m["final_loss"] > 0 for m in metrics["models"].values())
+    assert metrics["model_dirs"]["S1"] == str(RunPaths.of(cfg).model("S1"))

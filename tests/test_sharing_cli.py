@@ -8,8 +8,9 @@ import pytest
 
 from dualdistill import cli
 from dualdistill.config import RunConfig
-from dualdistill.runner import NOTEBOOK_DIR, STAGES, selected_stages
+from dualdistill.runner import NOTEBOOK_DIR, selected_stages
 from dualdistill.sharing import dataset_card, model_card
+from dualdistill.stages import STAGES, get_stage
 
 
 def test_model_card_reports_measured_rows():
@@ -27,8 +28,12 @@ def test_dataset_card_counts():
 
 
 def test_every_stage_command_resolves():
-    for name in cli.STAGE_COMMANDS:
-        assert callable(cli.resolve_stage(name)), name
+    parser = cli.build_parser()
+    for stage in STAGES:
+        assert get_stage(stage.verb) is get_stage(stage.number) is stage
+        args = parser.parse_args([stage.verb, "p.yaml", "--set", "a.b=1", "--quiet"])
+        assert (args.command, args.params, args.set, args.quiet) == (stage.verb, "p.yaml", ["a.b=1"], True)
+        assert callable(stage.function())
 
 
 def test_cli_reports_params_errors(tmp_path, capsys):
@@ -43,5 +48,6 @@ def test_stage_selection_and_notebooks_exist():
     assert selected_stages(None, ["05", "06"]) == ["05", "06"]
     with pytest.raises(ValueError, match="unknown stage"):
         selected_stages("07")
-    for nb in STAGES.values():
-        assert (NOTEBOOK_DIR / nb).exists(), nb
+    assert selected_stages("distill") == ["03", "04", "05", "06"]
+    for stage in STAGES:
+        assert (NOTEBOOK_DIR / stage.notebook).exists(), stage.notebook

@@ -1,4 +1,5 @@
-"""Stage 01 (dualdistill.rollouts): pairs, grades, z, records, retries, stage 0 and kill -9 resume.
+"""Stage 01 (dualdistill.teacher_rollouts): pairs, grades, z, records, retries, stage 0, kill -9 resume,
+and one stage function whichever way it is called (``python -m``, the CLI, the notebook).
 
 The world's scripted teachers run under the real tool loop and sandbox; failures come from the
 replay backend with missing traces.
@@ -19,17 +20,12 @@ import pytest
 import yaml
 
 from dualdistill import formatting
+from dualdistill.artifacts import RunPaths, read_metrics, rollout_hash
+from dualdistill.artifacts import teacher_records as load_teacher_records
 from dualdistill.config import config_from_dict
-from dualdistill.paths import RunPaths
-from dualdistill.rollouts import (
-    first_teacher,
-    grade,
-    load_teacher_records,
-    rollout_hash,
-    run_stage0_rollouts,
-    run_teacher_rollouts,
-)
+from dualdistill.grading import grade
 from dualdistill.store import JsonlStore
+from dualdistill.teacher_rollouts import first_teacher, run_stage0_rollouts, run_teacher_rollouts
 from dualdistill.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +171,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     pfile.write_text(yaml.safe_dump(params))
     cfg = config_from_dict(params)
     path = RunPaths.of(cfg).teacher_rollouts
-    cmd = [sys.executable, "-m", "dualdistill.rollouts", str(pfile), "--chunk-size", "2", "--quiet"]
+    cmd = [sys.executable, "-m", "dualdistill.teacher_rollouts", str(pfile), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -201,3 +197,50 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     assert all(r["status"] == "ok" for r in records)
     latest = {r["key"]: r for r in records}
     assert all(latest[k] == rec for k, rec in before.items())  # what was written survives as written
+
+
+def _deterministic(records: list[dict]) -> list[tuple]:
+    """What a rerun must reproduce exactly: everything but timings."""
+    out = []
+    for r in records:
+        traj = dict(r["trajectory"])
+        traj.pop("timings", None)
+        out.append((r["key"], r["teacher"], r["role"], r["correct"], json.dumps(traj, sort_keys=True)))
+    return sorted(out)
+
+
+@pytest.mark.slow
+def test_stage01_is_one_function_whichever_way_it_is_called(tmp_path):
+    """``python -m dualdistill.teacher_rollouts``, ``dualdistill rollouts`` and notebook 01 on fresh
+    runs of the same params write the same records (the student is prepared every time) and the same
+    metrics.json."""
+    from dualdistill import cli
+    from dualdistill.runner import execute_notebook
+
+    runs = {}
+    for way in ("module", "cli", "notebook"):
+        params = world_params(tmp_path / way, n_train=4)
+        params["world"]["n_stage0"] = 4
+        pfile = tmp_path / f"{way}.yaml"
+        pfile.write_text(yaml.safe_dump(params))
+        if way == "module":
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+            done = subprocess.run([sys.executable, "-m", "dualdistill.teacher_rollouts", str(pfile), "--quiet"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+        elif way == "cli":
+            assert cli.main(["rollouts", str(pfile), "--quiet"]) == 0
+        else:
+            execute_notebook(REPO / "notebooks" / "01_teacher_rollouts.ipynb", tmp_path / "01.ipynb",
+                             {"params": str(pfile), "overrides": {}}, progress=False)
+        cfg = config_from_dict(params)
+        paths = RunPaths.of(cfg)
+        assert paths.tiny_base.is_dir(), way  # every way prepares the student
+        runs[way] = (_deterministic(JsonlStore(paths.teacher_rollouts).read()),
+                     _deterministic(JsonlStore(paths.stage0_rollouts).read()), read_metrics(cfg, "01"))
+    module, cli_run, notebook = runs["module"], runs["cli"], runs["notebook"]
+    assert len(module[0]) == 8 and len(module[1]) == 4
+    assert module[:2] == cli_run[:2] == notebook[:2]
+    for metrics in (module[2], cli_run[2], notebook[2]):
+        assert metrics["teacher_rollouts"]["records"] == 8 and metrics["stage0"]["records"] == 4
+        assert metrics["teacher_rollouts"]["accuracy"] == module[2]["teacher_rollouts"]["accuracy"]

@@ -174,11 +174,11 @@ def test_server_chat_continues_a_partial_assistant_turn(server: VLLMServer) -> N
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_server_in_the_tool_loop(server: VLLMServer) -> None:
-    """``dualdistill.rollout`` over the server: the model's code is executed and its output inserted
+    """``dualdistill.tool_loop`` over the server: the model's code is executed and its output inserted
     until the call cap; the block written after the cap is not run."""
     from dualdistill.config import SandboxConfig
-    from dualdistill.problems import Problem
-    from dualdistill.rollout import RolloutItem, generate_trajectories, make_sandbox_pool
+    from dualdistill.problem import Problem
+    from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
 
     problem = Problem(id="t", problem="What is 6*7?", answer="42", source="test")
     item = RolloutItem(problem=problem, prompt=formatting.build_prompt(problem.problem, code=True, bos=False), role="first")

@@ -1,7 +1,7 @@
 """The synthetic world: family answers re-checked independently, splits, scripted teachers.
 
 Teacher tests that run code use the real sandbox (``PythonSandbox``) under the real tool loop
-(``dualdistill.rollout``); a brute-force program on an insight family really times out there.
+(``dualdistill.tool_loop``); a brute-force program on an insight family really times out there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from dualdistill import formatting
 from dualdistill.config import PolicyConfig, WorldConfig
 from dualdistill.policy import BACKENDS, GenerationRequest, build_policy
-from dualdistill.problems import Problem
+from dualdistill.problem import Problem
 from dualdistill.world import tokenizer_corpus
 from dualdistill.world.families import FAMILIES, family_names, generate_split, get_family, split_of
 from dualdistill.world.teachers import ScriptedTeacher, agent_program, printed_integer, text_solution
@@ -286,7 +286,7 @@ def pool():
 
 
 def _rollout(policy, problems, pool, *, sample=0, context=None):
-    from dualdistill.rollout import RolloutItem, generate_trajectories
+    from dualdistill.tool_loop import RolloutItem, generate_trajectories
 
     items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first",
                          sample=sample, context=dict(context or {})) for p in problems]
@@ -351,8 +351,8 @@ def test_world_and_corpus_do_not_depend_on_the_hash_seed():
     import sys
 
     code = ("from dualdistill.world import generate_split, tokenizer_corpus\n"
-            "from dualdistill.tiny import corpus_hash\n"
-            "print(corpus_hash(tokenizer_corpus(per_family=3)), corpus_hash([p.problem for p in generate_split('test')]))")
+            "from dualdistill.hashing import stable_hash\n"
+            "print(stable_hash(tokenizer_corpus(per_family=3)), stable_hash([p.problem for p in generate_split('test')]))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(outs) == 1

@@ -1,7 +1,7 @@
 """The agentic teacher over a chat model: a CodeAct loop whose transcript becomes the student's tags.
 
     chat = OpenAIPolicy(PolicyConfig(backend="openai", api="chat", base_url=..., model="claude-..."))
-    teacher = CodeActPolicy(chat)          # a Policy: usable by dualdistill.rollout's tool loop
+    teacher = CodeActPolicy(chat)          # a Policy: usable by dualdistill.tool_loop's tool loop
     segments = codeact_transcript_to_segments(messages)   # a finished chat transcript
     segments = openhands_to_segments(events)              # an OpenHands trajectory (JSON events)
 
@@ -14,7 +14,7 @@ same turn were never run and are dropped, as are words after it), the observatio
 timeout, else ``ok``; ``not_run`` when no observation followed), and the paragraph of the final
 turn holding the last ``\\boxed{}`` → ``answer``. Adjacent prose merges into one ``think``.
 
-:class:`CodeActPolicy` plays the same loop through ``dualdistill.rollout``: each request's
+:class:`CodeActPolicy` plays the same loop through ``dualdistill.tool_loop``: each request's
 completion so far (tags) is turned back into chat turns (think + code → an assistant turn with a
 fence, executor → an observation turn), the chat model answers one turn, and the turn is rendered
 as tags up to its first code block; stop strings (``</code>``, ``</answer>``) are applied to that

@@ -51,7 +51,6 @@ import concurrent.futures
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -68,7 +67,6 @@ EXTRA_KEYS = {
 }
 RETRY_STATUS = {408, 409, 425, 429}
 DUMMY_KEY = "EMPTY"
-_TAG_RE = re.compile(r"</?(?:think|code|executor|answer)>")
 
 
 class BadResponse(ValueError):
@@ -113,7 +111,7 @@ def reasoning_to_text(reasoning: str | None, content: str | None, finish_reason:
     if finish_reason == "length" and not content.strip():
         return "<think>\n" + reasoning.strip("\n")
     text = formatting.render([Segment("think", reasoning.strip("\n"))])
-    if _TAG_RE.search(content):  # the model wrote its own tags
+    if formatting.TAG_RE.search(content):  # the model wrote its own tags
         return text + content
     if not content.strip():
         return text

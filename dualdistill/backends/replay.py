@@ -33,7 +33,6 @@ from dualdistill import formatting
 from dualdistill.formatting import GENERATION_PREFIX, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
 
-_TAG_RE = re.compile(r"</?(?:think|code|executor|answer)>")
 _APPROX_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")
 
 
@@ -46,7 +45,7 @@ def r1_to_segments(raw: str) -> list[Segment]:
     think, answer = think.strip(), answer.strip()
     if not sep:  # no end of thinking: the whole trace is reasoning
         think, answer = text.strip(), ""
-    bad = _TAG_RE.search(think) or _TAG_RE.search(answer)
+    bad = formatting.TAG_RE.search(think) or formatting.TAG_RE.search(answer)
     if bad:
         raise ValueError(f"replay supports text traces only; the trace contains {bad.group(0)!r}")
     if formatting.extract_boxed(answer) is None:

@@ -1,4 +1,4 @@
-"""The synthetic world of the embedded default: problem families and scripted teachers (DESIGN §5).
+"""The synthetic world of the embedded default: problem families and scripted teachers (METHOD §5).
 
     from dualdistill.world import generate_split, tokenizer_corpus
     problems = generate_split("stage0", world=cfg.world)   # S0 is SFT on text-teacher traces of these
@@ -11,9 +11,9 @@ model's tokenizer is trained on.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from dualdistill import formatting
+from dualdistill.config import WorldConfig
 from dualdistill.formatting import Segment
 from dualdistill.world.families import FAMILIES, SPLITS, family_names, generate_split, get_family
 from dualdistill.world.teachers import agent_answer, agent_program, build_scripted_policy, text_solution
@@ -30,7 +30,7 @@ _FAILURE_OUTPUTS = (
 )
 
 
-def tokenizer_corpus(world: Any = None, per_family: int = 40, seed: int = 0) -> list[str]:
+def tokenizer_corpus(world: WorldConfig | None = None, per_family: int = 40, seed: int = 0) -> list[str]:
     """Texts covering what the tiny model reads and writes: the prompts, transition sentences and
     notices of ``formatting``, world problems (train and stage0 splits, never test), text-teacher
     solutions and agent programs. Agent trajectories here show the program's expected output (its
@@ -40,7 +40,7 @@ def tokenizer_corpus(world: Any = None, per_family: int = 40, seed: int = 0) -> 
                for style in sorted(formatting.PROMPT_STYLES) for code in (True, False)),
              formatting.SECOND_TEACHER_INSTRUCTION, formatting.CALL_CAP_NOTICE,
              *sorted(formatting.KNOWN_TRANSITIONS), *_FAILURE_OUTPUTS]
-    names = list(getattr(world, "families", None) or FAMILIES)
+    names = list((world.families if world is not None else None) or FAMILIES)
     for split in ("train", "stage0"):
         for problem in generate_split(split, n=per_family * len(names), families=names, world=world):
             texts.append(problem.problem)

@@ -1,4 +1,4 @@
-"""Scripted teachers of the synthetic world: a text reasoner and a code agent (DESIGN §5).
+"""Scripted teachers of the synthetic world: a text reasoner and a code agent (METHOD §5).
 
     policy = build_policy(PolicyConfig(backend="scripted", model="agent"))
     trajs = generate_trajectories(policy, items, budget=1024, max_code_calls=10, temperature=0.6)
@@ -34,7 +34,7 @@ from typing import Any
 from dualdistill import formatting
 from dualdistill.formatting import CODE_STOP, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problems import Problem
+from dualdistill.problem import Problem
 from dualdistill.world.families import RepeatingDecimal, digit_sum, get_family, leading_digit_counts
 
 TEACHER_KINDS = ("text", "agent")

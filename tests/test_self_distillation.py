@@ -1,6 +1,6 @@
 """Self-distillation (Algorithm 1, steps 5–7): selection rules, resumable sampling, S1 → S2.
 
-    .venv/bin/python -m pytest tests/test_self_distill.py -q
+    .venv/bin/python -m pytest tests/test_self_distillation.py -q
 """
 
 from __future__ import annotations
@@ -12,23 +12,22 @@ from pathlib import Path
 import pytest
 
 from dualdistill import formatting
+from dualdistill.artifacts import RunPaths, samples_hash
 from dualdistill.config import DataSource, config_from_dict
 from dualdistill.formatting import Segment
 from dualdistill.policy import Generation, Policy
-from dualdistill.self_distill import (
+from dualdistill.selection import (
     cut_before_answer,
     gbar_by_problem,
     group_by_problem,
     parse_r1_solution,
-    problem_summary_path,
     rules_for,
-    sample_config_hash,
-    sample_student,
     select_examples,
     selection_counts,
     teacher_solutions_from_problems,
     teacher_solutions_from_records,
 )
+from dualdistill.self_distillation import sample_student
 from dualdistill.store import JsonlStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +110,9 @@ def test_rules_and_counts_on_edge_values(g, beta1, beta2, verify, correct):
     expect = [r for r, on in (("verify", verify), ("correct", correct)) if on]
     assert rules_for(g, beta1, beta2) == expect
     counts = selection_counts([g], beta1, beta2)
-    assert counts == {"verify": int(verify), "correct": int(correct), "eligible": int(g < 1), "solved": int(g == 1)}
+    assert counts == {"problems": 1, "verify": int(verify), "correct": int(correct), "eligible": int(g < 1),
+                      "solved": int(g == 1), "both": int(verify and correct), "examples": int(verify) + int(correct),
+                      "problems_used": int(verify or correct)}
 
 
 @pytest.mark.parametrize(("g", "beta1", "beta2", "verify", "correct"), RULE_TABLE)
@@ -303,7 +304,7 @@ def test_parse_r1_solution(text, kinds, answer):
 
 
 def test_teacher_solutions_from_problems_checks_answers():
-    from dualdistill.problems import Problem
+    from dualdistill.problem import Problem
 
     p = Problem("x/0", "2+2?", "4", "x", meta={"r1_solution_1": "2+2=4</think>\\boxed{4}",
                                                "r1_solution_2": "2+2=5</think>\\boxed{5}"})
@@ -373,10 +374,10 @@ def test_sampling_resumes_only_missing_samples(tmp_path):
     assert len(keys) == len(set(keys)) == n * k  # no duplicates
     assert len(records) == n * k
     assert all(r["status"] == "ok" and r["model"] == "S1" for r in records)
-    assert all(r["key"].endswith(sample_config_hash(cfg)) for r in records)
+    assert all(r["key"].endswith(samples_hash(cfg)) for r in records)
 
     # the per-problem summary is recomputed from all records, not only this run's
-    rows = {r["problem_id"]: r for r in json_lines(problem_summary_path(cfg))}
+    rows = {r["problem_id"]: r for r in json_lines(RunPaths.of(cfg).sd_problem_summary)}
     for i in range(n):
         row = rows[f"whole_training_set/{i}"]
         assert row["n"] == k and row["n_correct"] == min(i % (k + 1), k)
@@ -435,7 +436,7 @@ def test_sampling_runs_code_in_the_sandbox(tmp_path):
         assert executor.meta["status"] == "ok" and r["trajectory"]["n_code_calls"] == 1
         gold = int(r["problem"]["answer"])
         assert executor.text == str(gold + r["sample"])  # really executed
-        assert r["correct"] is (r["sample"] == 0) and r["grade"]["pred"] == executor.text
+        assert r["correct"] is (r["sample"] == 0) and r["final_answer"] == executor.text
 
 
 def json_lines(path: Path) -> list[dict]:
@@ -467,15 +468,12 @@ def tiny_cfg(tmp_path: Path, **sd) -> dict:
 
 @pytest.mark.slow
 def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
-    """Real HF sampling from an untrained tiny S1 (CLI, --stage sample), then the whole stage: its
+    """Real HF sampling from an untrained tiny S1 (sampling only), then the whole stage: its
     truncated attempts leave nothing to correct, so S2 is a copy of S1 with a warning; with a
     scripted student (another sampling seed, so fresh samples) T2 has both rules and S1 is trained
     on it into S2; a rerun is a no-op."""
-    import yaml
-
     from dualdistill.config import TinyModelConfig
-    from dualdistill.paths import RunPaths
-    from dualdistill.self_distill import COPY_MARKER, main, run_self_distillation
+    from dualdistill.self_distillation import COPY_MARKER, run, self_distill
     from dualdistill.tiny import build_tiny
     from dualdistill.world import tokenizer_corpus
 
@@ -486,23 +484,22 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
                             intermediate_size=128, max_position_embeddings=1024, vocab_size=600)
     build_tiny(small, paths.model("S1"), tokenizer_corpus(per_family=2))  # an untrained S1: it babbles
 
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    sampled = main([str(params), "--stage", "sample"])
+    sampled = self_distill(cfg, until="sample", progress=False)
     assert sampled["n_samples"] == 6 and sampled["n_failed_samples"] == 0
     assert sampled["gbar_hist"] == {"0.000": 3}  # a random model never answers right
-    assert sampled["counts"] == {"verify": 0, "correct": 3, "eligible": 3, "solved": 0}
+    assert {k: sampled["counts"][k] for k in ("verify", "correct", "eligible", "solved")} == \
+        {"verify": 0, "correct": 3, "eligible": 3, "solved": 0}
     assert not paths.t2.exists() and not paths.model("S2").exists()
     n_lines = len(paths.sd_samples.read_text().splitlines())
 
-    empty = run_self_distillation(cfg, progress=False)  # samples reused, nothing usable to correct
+    empty = run(cfg, progress=False)  # samples reused, nothing usable to correct
     assert len(paths.sd_samples.read_text().splitlines()) == n_lines
     assert empty["n_examples"] == 0 and sorted(empty["no_student_sample"]["correct"]) == ["toy/0", "toy/1", "toy/2"]
     assert any("T2 is empty" in w for w in empty["warnings"])
     assert (paths.model("S2") / COPY_MARKER).is_file() and (paths.model("S2") / "config.json").is_file()
 
     cfg1 = config_from_dict(raw, overrides={"self_distill.seed": 1})
-    summary = run_self_distillation(cfg1, policy=FakeStudent(2), progress=False)
+    summary = self_distill(cfg1, policy=FakeStudent(2), progress=False)
     assert summary["gbar_hist"] == {"0.000": 1, "0.500": 1, "1.000": 1}
     assert summary["examples"] == {"verify": 1, "correct": 2}  # toy/0: correct; toy/1: both; toy/2: solved
     t2 = [json.loads(line) for line in paths.t2.read_text().splitlines()]
@@ -516,7 +513,7 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
     assert summary["sft"]["steps"] == 2 and summary["sft"]["kept"] == 3
     s2 = paths.model("S2")
     assert (s2 / "config.json").is_file() and any(s2.glob("*.safetensors")) and not (s2 / COPY_MARKER).exists()
-    again = run_self_distillation(cfg1, policy=FakeStudent(2, fail_on=1), progress=False)
+    again = self_distill(cfg1, policy=FakeStudent(2, fail_on=1), progress=False)
     assert again["sft"].get("skipped") is True
 
 
@@ -534,8 +531,7 @@ def test_malformed_student_attempts_are_not_used():
 def test_replay_mixes_a_seeded_sample_of_t1(tmp_path):
     """replay_t1 = r adds round(r·|T2|) distinct T1 examples (at most all of T1), the same ones on a
     rerun; 0 adds none; a missing T1 is an error naming the stage that writes it."""
-    from dualdistill.paths import RunPaths
-    from dualdistill.self_distill import replay_examples
+    from dualdistill.self_distillation import replay_examples
     from dualdistill.store import write_jsonl
 
     raw = tiny_cfg(tmp_path)

@@ -1,7 +1,12 @@
 """Stage 01 — teacher rollouts (Algorithm 1, steps 1–2): y1 from a random first teacher, y2 from
 the other teacher conditioned on the problem and y1, both graded.
 
-    python -m dualdistill.rollouts params/smoke.yaml [teachers.samples=2 ...] [--stage0]
+    python -m dualdistill.teacher_rollouts params/smoke.yaml [--set teachers.samples=2 ...]
+    dualdistill rollouts params/smoke.yaml                 # the same call: run(cfg)
+
+:func:`run` is the whole stage: it prepares the student (the embedded default's tiny model, whose
+tokenizer counts the budget), rolls out both teachers, and — in the embedded world — the stage-0
+text-teacher traces S0 is built from.
 
 For every training problem (near-duplicates of test problems removed) and sample:
 
@@ -17,7 +22,7 @@ For every training problem (near-duplicates of test problems removed) and sample
 
 Records (one JSONL line per trajectory, format in docs/ARCHITECTURE.md) go to
 ``RunPaths.teacher_rollouts`` as each trajectory ends, keyed by ``record_key(problem id, role,
-sample, config hash)``; the hash (:func:`rollout_hash`) covers what changes a rollout (teachers,
+sample, config hash)``; the hash (``artifacts.rollout_hash``) covers what changes a rollout (teachers,
 sandbox limits, seed, world, the student tokenizer that counts tokens). Work goes in chunks: all
 y1 of a chunk through the batched tool loop, then their y2. A crash (even ``kill -9``) loses only
 trajectories in flight: a rerun does what is missing, never duplicates a key, and never reads a
@@ -25,28 +30,33 @@ torn line. A generation error is retried with exponential backoff (tenacity); af
 the trajectory is recorded with ``status: failed`` and its error, and a rerun tries it again.
 
 ``run_stage0_rollouts`` is the same machinery for the embedded world's stage-0 split (text
-teacher only, one per problem, ``rollouts/stage0.jsonl``), from which S0 is built.
+teacher only, one per problem, ``RunPaths.stage0_rollouts``), from which S0 is built.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from dualdistill import formatting
-from dualdistill.config import DataSource, RunConfig, load_config, parse_override
-from dualdistill.paths import RunPaths
-from dualdistill.problems import Problem, load_source, load_sources, remove_near_duplicates
-from dualdistill.rollout import RolloutItem, generate_trajectories, make_sandbox_pool
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from dualdistill import formatting, progress
+from dualdistill.artifacts import RunPaths, rollout_hash, teacher_records
+from dualdistill.config import DataSource, RunConfig
+from dualdistill.entry import stage
+from dualdistill.grading import grade
+from dualdistill.loaders import load_source, load_sources, remove_near_duplicates
+from dualdistill.policy import Policy, build_policy
+from dualdistill.problem import Problem
+from dualdistill.records import TeacherRecord
+from dualdistill.sandbox import SandboxPool
 from dualdistill.store import JsonlStore, record_key
+from dualdistill.student import load_student_tokenizer, prepare_student
+from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
 from dualdistill.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -56,19 +66,6 @@ ROLES = ("first", "second")
 
 
 # --- identities -------------------------------------------------------------------------------
-def rollout_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes a teacher rollout (not ``sandbox.workers``, not paths)."""
-    data = cfg.model_dump(mode="json")
-    blob = {
-        "teachers": data["teachers"],
-        "sandbox": {k: v for k, v in data["sandbox"].items() if k != "workers"},
-        "seed": data["seed"],
-        "world": data["world"],
-        "tokenizer": [data["student"]["model"], data["student"]["tiny"]],
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def first_teacher(cfg: RunConfig, problem_id: str) -> str:
     """z for a problem: ``"agent"`` with probability ``first_agent_prob``, stable across reruns."""
     digest = hashlib.sha256(f"{cfg.seed}|{problem_id}".encode()).digest()
@@ -79,13 +76,6 @@ def first_teacher(cfg: RunConfig, problem_id: str) -> str:
 def teacher_prompt(problem_text: str, teacher: str) -> str:
     """The agent gets the code prompt, the text teacher the plain r1 prompt."""
     return formatting.build_prompt(problem_text, code=teacher == "agent")
-
-
-def grade(completion: str, answer: str) -> bool:
-    """G(y, a) of Algorithm 1: :func:`dualdistill.grading.grade` (never raises)."""
-    from dualdistill.grading import grade as _grade
-
-    return bool(_grade(completion, answer))
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -117,21 +107,9 @@ def load_train_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
     return kept, removed
 
 
-def student_tokenizer(cfg: RunConfig) -> Any:
-    """The student's tokenizer where it exists locally (tiny base, or a local model dir), else None."""
-    path = RunPaths.of(cfg).tiny_base if cfg.student.model == "tiny" else Path(cfg.student.model)
-    if not path.is_dir():
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
-def build_teacher(cfg: RunConfig, teacher: str, tokenizer: Any) -> Any:
+def build_teacher(cfg: RunConfig, teacher: str, tokenizer: Any) -> Policy:
     """The policy of one teacher. An ``hf`` teacher keeps its own tokenizer; the others count tokens
     with the student's (when there is one)."""
-    from dualdistill.policy import build_policy
-
     pcfg = getattr(cfg.teachers, teacher)
     if pcfg.backend == "hf":
         return build_policy(pcfg, seed=cfg.seed, device=cfg.device)
@@ -155,22 +133,22 @@ class _Runner:
     """Runs jobs through the tool loop per teacher and appends one record per trajectory."""
 
     def __init__(self, cfg: RunConfig, store: JsonlStore, *, chash: str, retries: int, backoff: float,
-                 progress: bool, tokenizer: Any) -> None:
+                 bar: Any, tokenizer: Any) -> None:
         self.cfg, self.store, self.chash = cfg, store, chash
-        self.retries, self.backoff, self.progress = retries, backoff, progress
+        self.retries, self.backoff, self.bar = retries, backoff, bar
         self.tokenizer = tokenizer
-        self.policies: dict[str, Any] = {}
-        self.pool: Any = None
+        self.policies: dict[str, Policy] = {}
+        self.pool: SandboxPool | None = None
         self.n_ok = self.n_failed = 0
         self.n_errored = 0  # errored generations, over all tries
         self.seconds = 0.0
 
-    def policy(self, teacher: str) -> Any:
+    def policy(self, teacher: str) -> Policy:
         if teacher not in self.policies:
             self.policies[teacher] = build_teacher(self.cfg, teacher, self.tokenizer)
         return self.policies[teacher]
 
-    def sandbox_pool(self) -> Any:
+    def sandbox_pool(self) -> SandboxPool:
         if self.pool is None:
             self.pool = make_sandbox_pool(self.cfg.sandbox)
         return self.pool
@@ -180,32 +158,24 @@ class _Runner:
             p.close()
         if self.pool is not None:
             self.pool.close()
+        self.bar.close()
 
     def record(self, job: _Job, traj: Trajectory | None, *, status: str, error: str | None) -> dict[str, Any]:
         correct = bool(status == "ok" and traj is not None and grade(traj.completion, job.item.problem.answer))
-        rec = {
-            "key": job.key,
-            "problem": job.item.problem.to_dict(),
-            "role": job.role,
-            "teacher": job.teacher,
-            "sample": job.item.sample,
-            "status": status,
-            "error": error,
-            "trajectory": traj.to_dict() if traj is not None else None,
-            "correct": correct,
-            "config_hash": self.chash,
-        }
+        rec = TeacherRecord(key=job.key, problem=job.item.problem.to_dict(), role=job.role, teacher=job.teacher,
+                            sample=job.item.sample, status=status, error=error,
+                            trajectory=traj.to_dict() if traj is not None else None, correct=correct,
+                            config_hash=self.chash).to_dict()
         self.store.append(rec)
         if status == "ok":
             self.n_ok += 1
         else:
             self.n_failed += 1
+        self.bar.update(1)
         return rec
 
-    def run(self, jobs: list[_Job], desc: str) -> dict[str, dict[str, Any]]:
+    def run(self, jobs: list[_Job]) -> dict[str, dict[str, Any]]:
         """Run jobs (any teachers); return the new records by key."""
-        from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
         out: dict[str, dict[str, Any]] = {}
         by_teacher: dict[str, list[_Job]] = defaultdict(list)
         for job in jobs:
@@ -218,7 +188,7 @@ class _Runner:
                                         wait=wait_exponential(multiplier=self.backoff, max=60),
                                         retry=retry_if_exception_type(_Pending)):
                     with attempt:
-                        pending = self._round(teacher, pending, out, last, desc)
+                        pending = self._round(teacher, pending, out, last)
                         if pending:
                             self.n_errored += len(pending)
                             raise _Pending(f"{len(pending)} {teacher} trajectories errored")
@@ -229,7 +199,7 @@ class _Runner:
                     out[job.key] = self.record(job, traj, status="failed", error=error)
         return out
 
-    def _round(self, teacher: str, jobs: list[_Job], out: dict, last: dict, desc: str) -> list[_Job]:
+    def _round(self, teacher: str, jobs: list[_Job], out: dict, last: dict) -> list[_Job]:
         """One pass over ``jobs``: ok trajectories are recorded at once; errored jobs are returned."""
         tools = teacher == "agent"
         t = self.cfg.teachers
@@ -249,7 +219,7 @@ class _Runner:
         try:
             generate_trajectories(
                 policy, [j.item for j in jobs], budget=t.budget, max_code_calls=t.max_code_calls,
-                temperature=t.temperature, sandbox_pool=pool, tools=tools, seed=self.cfg.seed, progress=self.progress, desc=f"{desc} ({teacher})",
+                temperature=t.temperature, sandbox_pool=pool, tools=tools, seed=self.cfg.seed, progress=False,
                 on_finish=on_finish,
             )
         except Exception as err:  # a policy or sandbox that raised: retry what is not recorded yet
@@ -283,20 +253,21 @@ def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = Non
     chash = rollout_hash(cfg)
     cfg.save(paths.teacher_rollouts.parent / "config.yaml")
     store = JsonlStore(paths.teacher_rollouts)
-    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff, progress=progress,
-                     tokenizer=student_tokenizer(cfg))
     pairs = [(p, s) for p in problems for s in range(cfg.teachers.samples)]
     latest = store.latest()
 
     def key(p: Problem, role: str, s: int) -> str:
         return record_key(p.id, role, s, chash)
 
-    t0 = time.perf_counter()
     todo = [(p, s) for p, s in pairs if not (_ok(latest, key(p, "first", s)) and _ok(latest, key(p, "second", s)))]
+    n_missing = sum(not _ok(latest, key(p, role, s)) for p, s in todo for role in ROLES)
     log.info("teacher rollouts: %d of %d problem-samples to do", len(todo), len(pairs))
+    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff,
+                     bar=progress_bar(n_missing, "teacher rollouts", progress),
+                     tokenizer=load_student_tokenizer(cfg, local_only=True))
+    t0 = time.perf_counter()
     try:
-        for n, chunk in enumerate(_chunks(todo, chunk_size), 1):
-            desc = f"chunk {n}/{-(-len(todo) // chunk_size)}"
+        for chunk in _chunks(todo, chunk_size):
             firsts = []
             for p, s in chunk:
                 k = key(p, "first", s)
@@ -304,7 +275,7 @@ def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = Non
                     teacher = first_teacher(cfg, p.id)
                     item = RolloutItem(problem=p, prompt=teacher_prompt(p.problem, teacher), role=teacher, sample=s)
                     firsts.append(_Job(k, item, teacher, "first"))
-            latest.update(runner.run(firsts, f"y1 {desc}"))
+            latest.update(runner.run(firsts))
             seconds = []
             for p, s in chunk:
                 y1 = _ok(latest, key(p, "first", s))
@@ -317,12 +288,11 @@ def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = Non
                 item = RolloutItem(problem=p, prompt=teacher_prompt(shown, teacher), role=teacher, sample=s,
                                    context={"first_attempt": y1_text, "first_teacher": y1["teacher"]})
                 seconds.append(_Job(k, item, teacher, "second"))
-            latest.update(runner.run(seconds, f"y2 {desc}"))
+            latest.update(runner.run(seconds))
     finally:
         runner.close()
     elapsed = time.perf_counter() - t0
-    records = [r for r in store.latest().values() if r.get("config_hash") == chash]
-    summary = summarize(records)
+    summary = summarize(teacher_records(cfg, with_failed=True))
     summary.update({
         "problems": len(problems),
         "near_duplicates_removed": len(removed),
@@ -341,16 +311,14 @@ def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = Non
 def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: int = 64, retries: int = 2,
                         backoff: float = 1.0) -> dict[str, Any]:
     """Text-teacher rollouts of the synthetic stage-0 split (embedded world only): one per problem,
-    written to ``rollouts/stage0.jsonl`` for building S0. Resumable like the teacher rollouts."""
+    written to ``RunPaths.stage0_rollouts`` for building S0. Resumable like the teacher rollouts."""
     if cfg.world is None:
         raise ValueError("stage-0 rollouts need the synthetic world (cfg.world is not set)")
-    path = stage0_path(cfg)
+    path = RunPaths.of(cfg).stage0_rollouts
     problems = load_source(DataSource(kind="synthetic", split="stage0", n=cfg.world.n_stage0), world=cfg.world)
     chash = rollout_hash(cfg)
     cfg.save(path.parent / "config.yaml")
     store = JsonlStore(path)
-    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff, progress=progress,
-                     tokenizer=student_tokenizer(cfg))
     latest = store.latest()
     jobs = []
     for p in problems:
@@ -358,10 +326,13 @@ def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: in
         if not _ok(latest, k):
             item = RolloutItem(problem=p, prompt=teacher_prompt(p.problem, "text"), role="text", sample=0)
             jobs.append(_Job(k, item, "text", "first"))
+    runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff,
+                     bar=progress_bar(len(jobs), "stage-0 traces", progress),
+                     tokenizer=load_student_tokenizer(cfg, local_only=True))
     t0 = time.perf_counter()
     try:
-        for n, chunk in enumerate(_chunks(jobs, chunk_size), 1):
-            runner.run(chunk, f"stage0 {n}/{-(-len(jobs) // chunk_size)}")
+        for chunk in _chunks(jobs, chunk_size):
+            runner.run(chunk)
     finally:
         runner.close()
     elapsed = time.perf_counter() - t0
@@ -374,19 +345,8 @@ def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: in
     return summary
 
 
-def stage0_path(cfg: RunConfig) -> Path:
-    return RunPaths.of(cfg).root / "rollouts" / "stage0.jsonl"
-
-
-# --- reading back -------------------------------------------------------------------------------
-def load_teacher_records(cfg: RunConfig) -> list[dict[str, Any]]:
-    """Teacher rollout records of the current config (latest per key, status ok), for composition."""
-    path = RunPaths.of(cfg).teacher_rollouts
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher rollouts not found at {path}: run stage 01 first")
-    chash = rollout_hash(cfg)
-    return [r for r in JsonlStore(path).latest().values()
-            if r.get("status") == "ok" and r.get("config_hash", chash) == chash]
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    return progress.bar(total, desc, enabled=enabled and total > 0, unit="trajectories")
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -418,11 +378,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_stage01(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Everything notebook 01 does: prepare the student (tiny build), teacher rollouts, and the
-    stage-0 text-teacher rollouts of the embedded world."""
-    from dualdistill.student import prepare_student
-
+@stage("01")
+def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Stage 01: prepare the student (the tiny build), roll out both teachers, and — in the embedded
+    world — the stage-0 text-teacher traces. Resumable; returns the three summaries."""
     out: dict[str, Any] = {"student": prepare_student(cfg)}
     out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
     if cfg.world is not None:
@@ -430,26 +389,7 @@ def run_stage01(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     return out
 
 
-# --- CLI ------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(prog="python -m dualdistill.rollouts", description=__doc__.split("\n")[0])
-    ap.add_argument("params", help="params YAML file")
-    ap.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    ap.add_argument("--stage0", action="store_true", help="also run the stage-0 text-teacher rollouts (embedded world)")
-    ap.add_argument("--chunk-size", type=int, default=64, help="problems per chunk (y1 then y2)")
-    ap.add_argument("--retries", type=int, default=2, help="retries of an errored generation")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.params, dict(parse_override(o) for o in args.overrides))
-    kw = {"progress": not args.quiet, "chunk_size": args.chunk_size, "retries": args.retries}
-    out: dict[str, Any] = {}
-    if args.stage0:
-        out["stage0"] = run_stage0_rollouts(cfg, **kw)
-    out["teacher_rollouts"] = run_teacher_rollouts(cfg, **kw)
-    print(json.dumps(out, indent=2, default=str))
-    return out
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from dualdistill.entry import main
+
+    raise SystemExit(main("01"))

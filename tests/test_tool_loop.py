@@ -1,4 +1,4 @@
-"""The tool loop (dualdistill.rollout) with a scripted fake policy (exact chunks) and the hf backend.
+"""The tool loop (dualdistill.tool_loop) with a scripted fake policy (exact chunks) and the hf backend.
 
 The fake policy plays a fixed list of model turns per problem, honouring the stop strings it is
 asked for and counting one token per character, so segments, budgets and counts are exact. Code
@@ -12,8 +12,8 @@ import pytest
 from dualdistill import formatting
 from dualdistill.formatting import CALL_CAP_NOTICE, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problems import Problem
-from dualdistill.rollout import RolloutItem, executor_text, generate_trajectories
+from dualdistill.problem import Problem
+from dualdistill.tool_loop import RolloutItem, executor_text, generate_trajectories
 
 
 class TurnPolicy(Policy):

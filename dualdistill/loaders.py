@@ -1,4 +1,4 @@
-"""Problems: one record type and loaders for every source (DESIGN §8).
+"""Loaders: problems from every kind of source, chosen by ``DataSource.kind`` from :data:`LOADERS`.
 
     problems = load_source(DataSource(kind="dualdistill", path=".../test/amc.jsonl"))
 
@@ -11,40 +11,18 @@ error naming file and line, or — with ``on_malformed: skip`` — skipped and c
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualdistill.config import DataSource
+from dualdistill.config import DataSource, WorldConfig
+from dualdistill.problem import MalformedRecordError, Problem, normalize_gold
+from dualdistill.world.families import generate_split
 
 log = logging.getLogger(__name__)
-
-
-class MalformedRecordError(ValueError):
-    """A source row without a usable problem or answer."""
-
-
-@dataclass
-class Problem:
-    id: str  # stable: source name + index or the source's own id
-    problem: str
-    answer: str  # ground truth as a string ("142", not "142.0")
-    source: str
-    subset: str | None = None  # e.g. computation / insight, or a benchmark subject
-    family: str | None = None  # synthetic family
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Problem:
-        return cls(**{k: d[k] for k in ("id", "problem", "answer", "source")},
-                   subset=d.get("subset"), family=d.get("family"), meta=dict(d.get("meta") or {}))
 
 
 @dataclass
@@ -53,26 +31,6 @@ class LoadReport:
     loaded: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def normalize_answer(value: Any) -> str:
-    """Ground truth as a string; floats that are integers lose their ``.0`` (AMC's ``142.0``)."""
-    if isinstance(value, bool):
-        raise MalformedRecordError(f"answer is a boolean: {value!r}")
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        s = value.strip()
-        try:
-            f = float(s)
-            if f.is_integer() and "." in s and s.replace(".", "", 1).lstrip("-").isdigit():
-                return str(int(f))
-        except ValueError:
-            pass
-        return s
-    raise MalformedRecordError(f"answer has type {type(value).__name__}")
 
 
 def _maybe_literal(value: Any) -> Any:
@@ -136,7 +94,7 @@ def _finish(problem: Any, answer: Any, meta: dict[str, Any], *, source: str, ind
             src: DataSource) -> Problem:
     if not isinstance(problem, str) or not problem.strip():
         raise MalformedRecordError("empty problem text")
-    ans = normalize_answer(answer)
+    ans = normalize_gold(answer)
     if not ans:
         raise MalformedRecordError("empty answer")
     fmap = src.field_map
@@ -210,21 +168,29 @@ def load_hf(src: DataSource, report: LoadReport | None = None) -> list[Problem]:
     return out
 
 
-def load_source(src: DataSource, *, world: Any = None) -> list[Problem]:
+def load_synthetic(src: DataSource, world: WorldConfig | None = None) -> list[Problem]:
+    """A split of the embedded default's synthetic world."""
+    problems = generate_split(src.split, n=src.n, families=src.families, world=world)
+    return problems[: src.limit] if src.limit else problems
+
+
+# DataSource.kind -> loader(src, world)
+LOADERS: dict[str, Callable[[DataSource, WorldConfig | None], list[Problem]]] = {
+    "dualdistill": lambda src, world: load_file(src),
+    "jsonl": lambda src, world: load_file(src),
+    "hf": lambda src, world: load_hf(src),
+    "synthetic": load_synthetic,
+}
+
+
+def load_source(src: DataSource, *, world: WorldConfig | None = None) -> list[Problem]:
     """Problems of one configured source."""
-    if src.kind in ("dualdistill", "jsonl"):
-        return load_file(src)
-    if src.kind == "hf":
-        return load_hf(src)
-    if src.kind == "synthetic":
-        from dualdistill.world.families import generate_split
-
-        problems = generate_split(src.split, n=src.n, families=src.families, world=world)
-        return problems[: src.limit] if src.limit else problems
-    raise ValueError(f"unknown data source kind {src.kind!r}")
+    if src.kind not in LOADERS:
+        raise ValueError(f"unknown data source kind {src.kind!r}; known: {sorted(LOADERS)}")
+    return LOADERS[src.kind](src, world)
 
 
-def load_sources(sources: list[DataSource], *, world: Any = None) -> list[Problem]:
+def load_sources(sources: list[DataSource], *, world: WorldConfig | None = None) -> list[Problem]:
     out: list[Problem] = []
     for src in sources:
         out.extend(load_source(src, world=world))
@@ -249,7 +215,3 @@ def remove_near_duplicates(train: list[Problem], test: list[Problem], threshold:
         hit = process.extractOne(p.problem, choices, scorer=fuzz.ratio, score_cutoff=threshold)
         (removed if hit is not None and hit[1] > threshold else kept).append(p)
     return kept, removed
-
-
-def stable_id(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:10]

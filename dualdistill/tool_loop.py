@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -48,11 +47,10 @@ from typing import Any
 from dualdistill import formatting
 from dualdistill.formatting import CODE_STOP, GENERATION_PREFIX, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problems import Problem
+from dualdistill.problem import Problem
 from dualdistill.trajectory import Trajectory
 
 ANSWER_STOP = "</answer>"
-_TAG_RE = re.compile(r"<(/?(?:think|code|executor|answer))>")
 
 
 @dataclass
@@ -123,7 +121,7 @@ def request_seed(seed: int, problem_id: str, role: str, sample: int, step: int) 
 
 def executor_text(output: str) -> str:
     """The ``<executor>`` block appended after a code call (tags in the output are neutralised)."""
-    output = _TAG_RE.sub(r"&lt;\1>", output.rstrip("\n"))
+    output = formatting.TAG_RE.sub(r"&lt;\1\2>", output.rstrip("\n"))
     return f"<executor>\n{output}\n</executor>\n"
 
 

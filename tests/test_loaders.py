@@ -7,14 +7,8 @@ import json
 import pytest
 
 from dualdistill.config import DataSource
-from dualdistill.problems import (
-    MalformedRecordError,
-    Problem,
-    load_source,
-    load_sources,
-    normalize_answer,
-    remove_near_duplicates,
-)
+from dualdistill.loaders import load_source, load_sources, remove_near_duplicates
+from dualdistill.problem import MalformedRecordError, Problem, normalize_gold
 from tests.conftest import SHARED_FILES
 
 
@@ -41,8 +35,8 @@ def test_schema_details(shared_data):
 @pytest.mark.parametrize(
     "value, expected", [(142.0, "142"), (2.5, "2.5"), (7, "7"), (" 12 ", "12"), ("3.0", "3"), ("\\frac{1}{2}", "\\frac{1}{2}")]
 )
-def test_normalize_answer(value, expected):
-    assert normalize_answer(value) == expected
+def test_normalize_gold(value, expected):
+    assert normalize_gold(value) == expected
 
 
 def test_generic_jsonl_with_field_map(tmp_path):
@@ -84,7 +78,7 @@ def test_hf_dataset_offline(tmp_path):
     datasets.Dataset.from_dict(rows).to_parquet(str(parquet))
     src = DataSource(kind="hf", path="parquet", split="train", name="deepmath")
     # data_files are passed through the generic loader of datasets: kind=hf, path=builder name
-    import dualdistill.problems as P
+    import dualdistill.loaders as P
 
     orig = datasets.load_dataset
     try:
