@@ -122,7 +122,7 @@ class StudentConfig(Strict):
         32, ge=1, description="sampling S0/S1/S2: batch size (hf, vllm) or requests in flight (openai)"
     )
     prompt_style: Literal["r1", "compact"] = Field(
-        "r1", description="the student's prompt (training and evaluation): the official r1 system text, or a short "
+        "r1", description="the student's prompt (training and evaluation): the project's r1 system text, or its short "
         "one for small students (formatting.PROMPT_STYLES)"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

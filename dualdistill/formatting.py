@@ -7,6 +7,10 @@ METHOD §2 and ``parse`` turns tag text back into segments; for any valid segmen
 Block kinds (rendered ``<kind>\\n{text}\\n</kind>\\n``): think, code, executor, answer.
 Bare kinds (rendered ``{text}\\n``, a single line between blocks): transition, notice, text.
 A bare line is parsed as ``transition`` / ``notice`` when it equals a known sentence, else ``text``.
+
+Prompts (:func:`build_prompt`): the project's own styles ``r1`` and ``compact``, and the official
+code's ``official`` (training) and ``official-eval`` (sampling, evaluation), byte-identical to it.
+Official-format trajectories are read and written by :mod:`dualdistill.official`.
 """
 
 from __future__ import annotations
@@ -41,8 +45,17 @@ CALL_CAP_NOTICE = (
     "No more code can be executed; give the final answer now."
 )
 KNOWN_NOTICES = frozenset([CALL_CAP_NOTICE])
+# what the official loop writes (as an executor block) after its 10th code call, then it opens <answer>
+# verbatim from the official code (MIT) for byte-compatibility
+OFFICIAL_CALL_CAP_NOTICE = "The code use count has exceeded the limit. Please stop using code."
+# the official executor's output for a run past its 3 s limit
+# verbatim from the official code (MIT) for byte-compatibility
+OFFICIAL_TIMEOUT_OUTPUT = "Error: Code execution timed out."
 
-# --- prompts (the official "r1" format) -------------------------------------------------------
+# --- prompts: the project's own styles ---------------------------------------------------------
+# "r1" (the default) is the project's own format: a one-paragraph system text modelled on the
+# official one (same tags, same instructions), NOT byte-identical to any official prompt; use the
+# "official" styles below for that.
 SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
     "solves it. The Assistant first thinks about the reasoning process in the mind and then "
@@ -61,10 +74,44 @@ COMPACT_SYSTEM_PROMPT = (
     "<answer> </answer> as \\boxed{}."
 )
 COMPACT_CODE_INSTRUCTION = " Python code goes within <code> </code>; its output comes back within <executor> </executor>."
+# (system text, code instruction) of the project's own styles. Only these feed the tiny model's
+# tokenizer corpus (world.tokenizer_corpus), so adding an official style leaves tiny builds unchanged.
 PROMPT_STYLES: dict[str, tuple[str, str]] = {
-    "r1": (SYSTEM_PROMPT, CODE_INSTRUCTION),  # the official format, the default
-    "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_CODE_INSTRUCTION),
+    "r1": (SYSTEM_PROMPT, CODE_INSTRUCTION),  # the project's own format, the default
+    "compact": (COMPACT_SYSTEM_PROMPT, COMPACT_CODE_INSTRUCTION),  # the project's short format
 }
+
+# --- prompts: the official code's (StigLidu/DualDistill), see build_prompt ---------------------
+# verbatim from the official code (MIT) for byte-compatibility
+OFFICIAL_CODE_INSTRUCTION = (
+    "Meanwhile, you can use Python code to help you reasoning. The code should be enclosed within <code> </code> "
+    "tags. For example, <code> code here </code>.\n"
+    "A executor will run the code and provide feedback immediately after the code. The executor feedback should be "
+    "enclosed within <executor> </executor> tags.\n"
+    "You can use the executor feedback to improve your reasoning.\n"
+)
+# verbatim from the official code (MIT) for byte-compatibility
+OFFICIAL_TRAIN_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. \n"
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, "
+    "i.e., <think> reasoning process here </think> <answer> answer here </answer>.\n\n"
+    "The final answer should be enclosed within \\boxed tags, i.e., \\boxed{{answer here}}.\n\n"
+    "{code_instruction}\n\n"
+    "Do not write text outside the tags."
+)
+# verbatim from the official code (MIT) for byte-compatibility
+OFFICIAL_EVAL_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it.\n"
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. \n"
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, "
+    "i.e., <think> reasoning process here </think> <answer> answer here </answer>.\n"
+    "The final answer should be enclosed within \\boxed tags, i.e., \\boxed{{answer here}}.\n"
+    "{code_instruction}"
+)
+OFFICIAL_TURN_SEP = "\n\n"  # the official prompts put a blank line before each role tag
+OFFICIAL_PROMPT_STYLES = ("official", "official-eval")  # training (sft/dataloader.py), sampling/evaluation
+ALL_PROMPT_STYLES = (*PROMPT_STYLES, *OFFICIAL_PROMPT_STYLES)
 USER_TAG = "<｜User｜>"
 ASSISTANT_TAG = "<｜Assistant｜>"
 BOS_TOKEN = "<｜begin▁of▁sentence｜>"
@@ -88,13 +135,54 @@ CODEACT_OBSERVATION = "Observation:\n{output}"  # how executor output is shown t
 
 
 def build_prompt(problem: str, *, code: bool, bos: bool = True, style: str = "r1") -> str:
-    """The student's prompt (default: the official "r1" format); the completion
-    (``render(segments)``) follows it directly. ``style`` names an entry of :data:`PROMPT_STYLES`."""
-    if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; known: {sorted(PROMPT_STYLES)}")
-    system_text, code_text = PROMPT_STYLES[style]
-    system = system_text + (code_text if code else "")
-    return f"{BOS_TOKEN if bos else ''}{system}{USER_TAG}{problem}{ASSISTANT_TAG}"
+    """The student's prompt in ``style`` (one of :data:`ALL_PROMPT_STYLES`); the completion follows it.
+
+    - ``r1`` (default), ``compact``: the project's own formats (:data:`PROMPT_STYLES`), ending in
+      ``<｜Assistant｜>``; the completion (``render(segments)``) starts with ``<think>\\n``, which
+      the tool loop prefills (:func:`generation_prefix`).
+    - ``official``: the official training prompt (``sft/dataloader.py``), ending in
+      ``"\\n\\n<｜Assistant｜>"``. The official code has no text-only training prompt (its
+      dataloader always fills in the code instruction); ``code=False`` leaves the template's
+      instruction slot empty, as the official evaluation does in its no-code mode.
+    - ``official-eval``: the official sampling/evaluation prompt (``sft/evaluate.py``,
+      ``sft/self_distillation_sampler.py``), ending in ``"<｜Assistant｜><think>\\n"``: the prompt
+      already opens the first think block (:func:`prompt_prefill`). ``code=False`` is the official
+      no-code mode (empty instruction slot).
+
+    ``bos``: the official code hands its prompt text to a tokenizer that adds BOS itself
+    (``tokenizer.encode`` / vLLM with special tokens), so ``bos=True`` puts BOS at the front of the
+    text (tokenizing it without special tokens gives the official ids) and ``bos=False`` returns
+    exactly the official string.
+    """
+    start = BOS_TOKEN if bos else ""
+    if style in PROMPT_STYLES:
+        system_text, code_text = PROMPT_STYLES[style]
+        system = system_text + (code_text if code else "")
+        return f"{start}{system}{USER_TAG}{problem}{ASSISTANT_TAG}"
+    instruction = OFFICIAL_CODE_INSTRUCTION if code else ""
+    if style == "official":
+        system = OFFICIAL_TRAIN_SYSTEM.format(code_instruction=instruction)
+        return f"{start}{system}{OFFICIAL_TURN_SEP}{USER_TAG}{problem}{OFFICIAL_TURN_SEP}{ASSISTANT_TAG}"
+    if style == "official-eval":
+        system = OFFICIAL_EVAL_SYSTEM.format(code_instruction=instruction)
+        return (f"{start}{system}{OFFICIAL_TURN_SEP}{USER_TAG}{problem}{OFFICIAL_TURN_SEP}{ASSISTANT_TAG}"
+                f"{prompt_prefill(style)}")
+    raise ValueError(f"unknown prompt style {style!r}; known: {sorted(ALL_PROMPT_STYLES)}")
+
+
+def prompt_prefill(style: str) -> str:
+    """The start of the trajectory that a ``style`` prompt already holds: ``<think>\\n`` for
+    ``official-eval``, else "". The trajectory text is ``prompt_prefill(style) + completion``."""
+    if style not in ALL_PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; known: {sorted(ALL_PROMPT_STYLES)}")
+    return GENERATION_PREFIX if style == "official-eval" else ""
+
+
+def generation_prefix(style: str) -> str:
+    """What the tool loop prefills at the start of the completion for a ``style`` prompt:
+    :data:`GENERATION_PREFIX` unless the prompt already ends with it (then "").
+    ``prompt_prefill(style) + generation_prefix(style) == GENERATION_PREFIX`` for every style."""
+    return GENERATION_PREFIX[len(prompt_prefill(style)):]
 
 
 def build_second_teacher_problem(problem: str, first_attempt: str) -> str:

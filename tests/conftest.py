@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DUALDISTILL_SHARED", REPO.parent / "shared"))
 DUALDISTILL_DATA = SHARED / "data" / "dualdistill"
+OFFICIAL_REFERENCE = SHARED / "reference" / "DualDistill"  # the official code, an oracle for tests
 
 SHARED_FILES = {
     "aime2025": ("test/aime2025.jsonl", 30),
