@@ -1,6 +1,6 @@
 """The real student tokenizer (DeepSeek-R1-Distill-Qwen-7B), built offline (DESIGN §9).
 
-    path = build_r1_tokenizer("outputs/r1_tokenizer")        # ~2 s the first time, then reused
+    path = build_r1_tokenizer("outputs/r1_tokenizer")        # ~3 s the first time (11 MB), then reused
     tok = AutoTokenizer.from_pretrained(path)                 # a Qwen2Tokenizer, 151,665 tokens
     python -m dualdistill.r1_tokenizer OUT_DIR [--think-prefix] [--force]
 
@@ -22,6 +22,14 @@ loads the real repository that way too and ignores its ``add_bos_token: true``, 
 is ``Qwen2Tokenizer`` (the real one says ``LlamaTokenizerFast``, which transformers 5.x overrides for a
 ``qwen2`` model) and the chat template leaves out the DeepSeek tool-call branches (their tokens are not
 in this vocabulary's added tokens).
+
+How the trajectory tags tokenise (tests/test_r1_tokenizer.py): ``<think>``/``</think>`` are single
+tokens; ``<code>``, ``<executor>``, ``<answer>`` are ``<`` (or ``</``), the word, ``>``, and the ``>``
+merges with what follows it: newlines (``>\\n``, ``>\\n\\n``) and letters (``<answer>The`` ends in
+``>The``). Punctuation before a tag merges into ``</`` (``x)</code>`` gives ``)</``), and a line's
+newline merges into preceding punctuation (``)\\n``, ``}\\n``, ``.\\n``). Token boundaries therefore do
+not follow segment boundaries: derive masks from character spans. The stop string ``</code>`` ends
+inside the sampled token ``>\\n`` when a newline follows.
 
 ``build_r1_tokenizer`` writes beside the target and moves the directory into place, and reuses a
 directory whose stored build hash (ranks file, options, recipe version) matches.

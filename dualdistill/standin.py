@@ -1,6 +1,6 @@
 """A stand-in for the 7B student: a tiny random-weight ``Qwen2ForCausalLM`` with the real tokenizer.
 
-    path = build_standin("outputs/standin_r1_7b", seed=0)   # a few seconds, ~40 MB; reused when current
+    path = build_standin("outputs/standin_r1_7b", seed=0)   # ~3-4 s, 51 MB; reused when current
     model = AutoModelForCausalLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)
     python -m dualdistill.standin OUT_DIR [--seed 0] [--think-prefix] [--force]
 
@@ -10,7 +10,8 @@ The directory looks like a hub download of DeepSeek-R1-Distill-Qwen-7B (``config
 loss masks, chat templates) can run end to end on a CPU without any download. Only the sizes are
 small: hidden 128, 2 layers, 2 attention heads of 64 (head sizes vLLM's CPU backend accepts), 1 KV
 head; the vocabulary is the 7B's padded 152,064 rows (covering all 151,665 token ids), embeddings
-tied, weights stored in bfloat16 like the real checkpoint. Everything else copies the 7B's config
+tied, weights stored in bfloat16 like the real checkpoint (19.9M parameters: model.safetensors
+40 MB, tokenizer.json 11 MB). Everything else copies the 7B's config
 (rope theta, RMSNorm epsilon, context length, sliding-window fields) and its sampling defaults
 (temperature 0.6, top-p 0.95). Its outputs are random: it is for plumbing, never for results. It is
 built into an output directory and must never be committed.
