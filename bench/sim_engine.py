@@ -61,6 +61,7 @@ class SimConfig:
     seed: int = 0
     model: str = "sim"
     max_model_len: int = 131072
+    tokenize: bool = True  # serve /tokenize (off: 404, and the openai backend estimates len/4 instead)
 
     def script(self) -> Script:
         return Script(seed=self.seed, median_tokens=self.median_tokens, sigma=self.sigma, max_calls=self.max_calls)
@@ -247,6 +248,7 @@ def summarize(records: list[_Seq], cfg: SimConfig, *, busy_steps: int, max_runni
         "busy_engine_s": round(tokens * dt, 4),
         "busy_period_s": round(busy_steps * dt, 4),
         "span_s": round(span, 4),
+        "idle_s": round(max(0.0, span - busy_steps * dt), 4),
         "occupancy": round(tokens / (cfg.slots * busy_steps), 4) if busy_steps else 0.0,
         "occupancy_span": round(tokens * dt / (cfg.slots * span), 4) if span else 0.0,
         "max_running": max_running,
@@ -410,7 +412,7 @@ class SimServer:
                 return 200, await complete(self.engine, data)
             except (BadRequest, TypeError, ValueError) as err:
                 return 400, _error(str(err))
-        if method == "POST" and path in ("/tokenize", "/v1/tokenize"):
+        if method == "POST" and path in ("/tokenize", "/v1/tokenize") and self.engine.cfg.tokenize:
             text = data.get("prompt")
             if not isinstance(text, str):
                 return 400, _error("prompt must be a string")
@@ -454,8 +456,8 @@ class SimServer:
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close" or version.strip() == "HTTP/1.0":
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # a closed connection, a malformed request, or the server shutting down
         finally:
             self._connections.discard(task)
             writer.close()
@@ -482,8 +484,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8011)
     defaults = SimConfig()
     for f in dataclasses.fields(SimConfig):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                        default=getattr(defaults, f.name))
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args(argv)
     cfg = SimConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimConfig)})
 

@@ -171,3 +171,12 @@ def test_reset_refused_while_in_flight(sim_factory):
     finally:
         t.join(30)
     assert httpx.post(sim.base_url.removesuffix("/v1") + "/reset").status_code == 200
+
+
+def test_tokenize_can_be_switched_off(sim_factory):
+    sim = sim_factory(slots=1, step_ms=1, tokenize=False)
+    root = sim.base_url.removesuffix("/v1")
+    assert httpx.post(root + "/tokenize", json={"prompt": "a b c"}).status_code == 404
+    assert httpx.post(root + "/reset", json={"tokenize": True}).status_code == 200
+    assert httpx.post(root + "/tokenize", json={"prompt": "a b c"}).json()["count"] == 3
+    assert httpx.post(root + "/reset", json={"no_such_setting": 1}).status_code == 400
