@@ -84,19 +84,19 @@ def sandbox(cells: list[str]) -> tuple[float, float, float]:
 
 
 def pool(cells: list[str], n: int, preload: tuple[str, ...] = ()) -> float:
-    """Mean seconds per trajectory through one pooled sandbox (reset between trajectories)."""
+    """Median seconds per trajectory through a pooled worker (one namespace per trajectory)."""
     with SandboxPool(1, timeout=TIMEOUT, preload=preload) as p:
-        with p.acquire() as sb:  # warm-up: the worker is started by the pool
-            sb.run("pass")
+        p.run("warm-up", "pass")  # the worker is started by the pool
+        p.release("warm-up")
         times = []
-        for _ in range(n):
+        for i in range(n):
             time.sleep(1.0)  # the model generates before a trajectory's first call
             t0 = time.perf_counter()
-            with p.acquire() as sb:
-                for code in cells:
-                    r = sb.run(code)
-                    assert r.ok, r.output
-                times.append(time.perf_counter() - t0)
+            for code in cells:
+                r = p.run(i, code)
+                assert r.ok, r.output
+            p.release(i)
+            times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
 

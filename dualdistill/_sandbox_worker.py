@@ -16,8 +16,11 @@ serves requests until its request pipe closes. Without namespaces the same scrip
 
 Protocol: length-prefixed (4-byte big-endian) frames; requests are marshal (from the trusted
 parent), replies JSON (the parent never unmarshals what sandboxed code could forge). Requests
-``{"op": "run", "code", "cpu"}`` and ``{"op": "replay", "cells", "cpu"}``; replies ``{"status",
-"error", "duration", "omitted"}``, after a first ``{"op": "ready", ...}``. User stdout/stderr are
+``{"op": "run", "code", "cpu", "ns"}``, ``{"op": "replay", "cells", "cpu", "ns"}`` (into a fresh
+namespace) and ``{"op": "drop", "ns"}``; replies ``{"status", "error", "duration", "omitted"}``,
+after a first ``{"op": "ready", ...}``. Each ``ns`` (one trajectory) has a ``__main__`` module of
+its own and its own state of the global random generators (``random``, ``numpy.random``), swapped
+in when its cell runs; a new namespace starts them freshly seeded, as a fresh process would. User stdout/stderr are
 the inherited fds 1 and 2 (pipes read by the parent), so output of subprocesses is captured too.
 """
 
@@ -297,9 +300,10 @@ class Worker:
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.std_fds = os.dup(1), os.dup(2)  # restored before every cell, whatever the code did to 0-2
         os.dup2(self.devnull, 0)  # input() sees EOF
-        self.main = type(sys)("__main__")  # functions defined in cells pickle as __main__.f
-        self.main.__dict__["__builtins__"] = builtins
-        sys.modules["__main__"] = self.main
+        self.builtins = builtins
+        self.spaces = {}  # ns -> {"main": its __main__ module, "rng": saved generator states}
+        self.current = None
+        self.main = None
         builtins.exit = builtins.quit = sys.exit  # site is not imported (-S)
         sys.argv = [""]
         sys.stdout, sys.stderr = (  # between cells (background threads)
@@ -313,17 +317,65 @@ class Worker:
             if req is None:
                 os._exit(0)
             if req["op"] == "run":
+                self.enter(req.get("ns", ""))
                 reply = self.run_cell(req["code"], req["cpu"], silent=False)
             elif req["op"] == "replay":
+                self.drop(req.get("ns", ""))
+                self.enter(req.get("ns", ""))
                 failed = 0
                 for code in req["cells"]:
                     failed += self.run_cell(code, req["cpu"], silent=True)["status"] != "ok"
                     self.kill_strays()
                 reply = {"status": "ok", "failed": failed}
+            elif req["op"] == "drop":
+                self.drop(req.get("ns", ""))
+                reply = {"status": "ok"}
             else:
                 reply = {"status": "error", "error": f"unknown op {req['op']!r}"}
             self.kill_strays()
             write_frame(self.rep, reply)
+
+    def enter(self, ns):
+        """Make ``ns`` the namespace cells run in: its __main__ and its random generators."""
+        if ns == self.current:
+            return
+        if self.current in self.spaces:
+            self.spaces[self.current]["rng"] = self._rng_state()
+        space = self.spaces.get(ns)
+        if space is None:
+            main = type(sys)("__main__")  # functions defined in cells pickle as __main__.f
+            main.__dict__["__builtins__"] = self.builtins
+            space = self.spaces[ns] = {"main": main, "rng": None}
+        self.main = space["main"]
+        sys.modules["__main__"] = self.main
+        self._set_rng(space["rng"])
+        self.current = ns
+
+    def drop(self, ns):
+        self.spaces.pop(ns, None)
+        if self.current == ns:
+            self.current = None
+
+    @staticmethod
+    def _rng_state():
+        state = {}
+        if "random" in sys.modules:
+            state["random"] = sys.modules["random"].getstate()
+        np_random = getattr(sys.modules.get("numpy"), "random", None)
+        if np_random is not None:
+            state["numpy"] = np_random.get_state()
+        return state
+
+    @staticmethod
+    def _set_rng(state):
+        """A namespace's saved generator states; fresh seeds for generators it has not used yet."""
+        state = state or {}
+        if "random" in sys.modules:
+            r = sys.modules["random"]
+            r.setstate(state["random"]) if "random" in state else r.seed()
+        np_random = getattr(sys.modules.get("numpy"), "random", None)
+        if np_random is not None:
+            np_random.set_state(state["numpy"]) if "numpy" in state else np_random.seed()
 
     def kill_strays(self):
         """Processes a cell started do not outlive it (only with a PID namespace: there kill(-1)

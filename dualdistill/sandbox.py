@@ -5,9 +5,10 @@
         r = sb.run("print(x % 1000)")   # state persists across calls, like a notebook kernel
         r.status, r.stdout, r.output     # "ok", "0\\n", "0"
 
-    pool = SandboxPool(4, timeout=3.0)   # one sandbox per concurrent trajectory
-    with pool.acquire() as sb:           # handed back reset (fresh state) for the next trajectory
-        sb.run(code)
+    pool = SandboxPool(4, timeout=3.0)   # 4 workers shared by any number of trajectories
+    pool.run("traj-7", "x = 2")          # each trajectory keeps its own namespace across calls...
+    pool.run("traj-7", "print(x)")       # ...and holds a worker only while its code runs
+    pool.release("traj-7")               # done: its namespace is dropped
 
 ``run`` returns an :class:`ExecResult` (status ok / error / timeout / killed) and never raises for
 the code's own failures. A warning on stderr is not a failure (METHOD §7). Each sandbox is one
@@ -54,15 +55,13 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import shutil
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +123,22 @@ class ExecResult:
 
 
 # --- the sandbox --------------------------------------------------------------------------------
+DEFAULT_OWNER = "main"
+
+
+def _ns(owner: Hashable) -> str:
+    return str(owner)
+
+
+@dataclass
+class _OwnerState:
+    """One owner's (trajectory's) namespace as the parent knows it."""
+
+    history: list[tuple[str, float]]  # completed cells (code, seconds) for replay
+    needs_replay: bool = False
+    notice: str | None = None
+
+
 class PythonSandbox:
     """A persistent, isolated Python worker; see the module docstring for what it isolates.
 
@@ -163,9 +178,7 @@ class PythonSandbox:
         self._isolation: str | None = None
         self._uid = uid
         self._lock = threading.RLock()
-        self._history: list[tuple[str, float]] = []  # completed cells (code, seconds) for replay
-        self._needs_replay = False
-        self._notice: str | None = None
+        self._owners: dict[Hashable, _OwnerState] = {}  # each trajectory's namespace in the worker
         self._closed = False
         self._state: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, finalize, self._state)
@@ -186,13 +199,11 @@ class PythonSandbox:
         return self
 
     def reset(self) -> None:
-        """Fresh state: a new worker (started now, in the background), empty history. A sandbox
+        """Fresh state: a new worker (started now, in the background), no namespace. A sandbox
         that has run nothing since its last start or reset keeps its worker."""
         with self._lock:
             self._check_open()
-            self._history.clear()
-            self._needs_replay = False
-            self._notice = None
+            self._owners.clear()
             worker = self._state.get("worker")
             if worker is not None and not worker.dirty:
                 return
@@ -200,6 +211,34 @@ class PythonSandbox:
             if self._isolation == "none":
                 self._new_host_dir()
             self._spawn()
+
+    @property
+    def owners(self) -> list[Hashable]:
+        """The owners (trajectories) whose namespace this sandbox holds."""
+        with self._lock:
+            return list(self._owners)
+
+    def history(self, owner: Hashable = DEFAULT_OWNER) -> list[tuple[str, float]]:
+        """The cells that completed in ``owner``'s namespace (code, seconds): what a replay re-runs."""
+        with self._lock:
+            state = self._owners.get(owner)
+            return list(state.history) if state is not None else []
+
+    def adopt(self, owner: Hashable, history: list[tuple[str, float]]) -> None:
+        """Give ``owner`` a namespace rebuilt from ``history`` (replayed silently before its next call)."""
+        with self._lock:
+            self.drop(owner)
+            self._owners[owner] = _OwnerState(list(history), needs_replay=bool(history))
+
+    def drop(self, owner: Hashable) -> None:
+        """Forget ``owner``'s namespace (here and in the worker)."""
+        with self._lock:
+            if self._owners.pop(owner, None) is None:
+                return
+            worker = self._state.get("worker")
+            if worker is not None and worker.ready and worker.proc.poll() is None:
+                if worker.send({"op": "drop", "ns": _ns(owner)}):
+                    worker.pump(time.monotonic() + self.startup_timeout, None, None)
 
     def close(self) -> None:
         """Kill the worker (and everything it started) and remove the working directory."""
@@ -214,10 +253,10 @@ class PythonSandbox:
         self.close()
 
     # --- running code -------------------------------------------------------------------------
-    def run(self, code: str, timeout: float | None = None) -> ExecResult:
-        """Execute ``code`` in the persistent namespace. Never raises for the code's own failures
-        (exceptions, timeouts, crashes of the worker); raises :class:`SandboxError` only if the
-        sandbox is closed or cannot start a worker at all."""
+    def run(self, code: str, timeout: float | None = None, *, owner: Hashable = DEFAULT_OWNER) -> ExecResult:
+        """Execute ``code`` in ``owner``'s persistent namespace. Never raises for the code's own
+        failures (exceptions, timeouts, crashes of the worker); raises :class:`SandboxError` only if
+        the sandbox is closed or cannot start a worker at all."""
         if not isinstance(code, str):
             raise TypeError(f"code must be str, not {type(code).__name__}")
         timeout = self.timeout if timeout is None else float(timeout)
@@ -226,18 +265,19 @@ class PythonSandbox:
         with self._lock:
             self._check_open()
             t0 = time.monotonic()
-            worker = self._ready_worker()
-            notice, self._notice = self._notice, None
+            state = self._owners.setdefault(owner, _OwnerState([]))
+            worker = self._ready_worker(owner)
+            notice, state.notice = state.notice, None
             out, err = Capture(self.max_output_chars), Capture(self.max_output_chars)
             worker.drain(None, None)  # stale output of background threads
             worker.dirty = True
             cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout + 1.0
-            sent = worker.send({"op": "run", "code": code, "cpu": cpu})
+            sent = worker.send({"op": "run", "code": code, "cpu": cpu, "ns": _ns(owner)})
             reply = worker.pump(time.monotonic() + timeout, out, err) if sent else "eof"
             if isinstance(reply, dict) and reply.get("op") is None:
                 worker.drain(out, err)
                 omitted = reply.get("omitted") or [0, 0, 0, 0]
-                self._history.append((code, float(reply.get("duration", 0.0))))
+                state.history.append((code, float(reply.get("duration", 0.0))))
                 return ExecResult(
                     stdout=out.text(omitted[0], omitted[1]), stderr=err.text(omitted[2], omitted[3]),
                     status=reply.get("status", "error"), duration=time.monotonic() - t0,
@@ -331,25 +371,28 @@ class PythonSandbox:
             worker.close()
 
     def _restart(self) -> None:
-        """After a kill: a new worker now (in the background); the next call replays the history."""
+        """After a kill: a new worker now (in the background); each owner's next call replays its
+        history first."""
         self._stop_worker()
-        self._needs_replay = bool(self._history)
+        for state in self._owners.values():
+            state.needs_replay = bool(state.history)
         self._spawn()
 
-    def _ready_worker(self) -> Worker:
+    def _ready_worker(self, owner: Hashable) -> Worker:
         worker = self._state.get("worker")
         if worker is not None and worker.ready and worker.proc.poll() is not None:
             self._restart()  # died between calls (e.g. a thread of the code called os._exit)
         worker = self._state.get("worker") or self._spawn()
         if not worker.ready:
             worker = self._await_ready(worker)
-        if self._needs_replay:
-            self._needs_replay = False
-            if not self._replay(worker):
-                self._history.clear()
-                self._notice = STATE_LOST_NOTICE
-                self._stop_worker()
-                worker = self._await_ready(self._spawn())
+        state = self._owners[owner]
+        if state.needs_replay:
+            state.needs_replay = False
+            if not self._replay(worker, owner, state.history):
+                state.history.clear()
+                state.notice = STATE_LOST_NOTICE
+                self._restart()
+                worker = self._await_ready(self._state["worker"])
         return worker
 
     def _await_ready(self, worker: Worker) -> Worker:
@@ -370,11 +413,11 @@ class PythonSandbox:
             return self._await_ready(self._spawn())
         raise SandboxError(f"the sandbox worker failed to start ({why}): {err.text()[-1500:]}")
 
-    def _replay(self, worker: Worker) -> bool:
-        """Re-run the completed cells silently in a fresh worker; False if that fails."""
-        cells = [code for code, _ in self._history]
-        budget = 2 * sum(d for _, d in self._history) + 2 * self.timeout + 5.0
-        if not worker.send({"op": "replay", "cells": cells, "cpu": budget + 1.0}):
+    def _replay(self, worker: Worker, owner: Hashable, history: list[tuple[str, float]]) -> bool:
+        """Re-run an owner's completed cells silently in a fresh namespace; False if that fails."""
+        cells = [code for code, _ in history]
+        budget = 2 * sum(d for _, d in history) + 2 * self.timeout + 5.0
+        if not worker.send({"op": "replay", "cells": cells, "cpu": budget + 1.0, "ns": _ns(owner)}):
             return False
         reply = worker.pump(time.monotonic() + budget, None, None)
         worker.drain(None, None)
@@ -388,54 +431,110 @@ class PythonSandbox:
 
 # --- a pool for concurrent trajectories ---------------------------------------------------------
 class SandboxPool:
-    """``size`` sandboxes, started now; ``acquire()`` lends one and resets it when it comes back."""
+    """``size`` sandbox processes shared by any number of trajectories.
+
+    Each trajectory (``owner``) has a namespace of its own in one of the workers (its home):
+    ``run(owner, code)`` runs the call there when that worker is free — switching namespaces costs
+    nothing — and otherwise in whichever worker is free, where the namespace is first rebuilt by
+    replaying the owner's completed cells (silently; the cost is their run time again), and the old
+    copy is dropped. A call therefore waits only when every worker is running someone's code, and a
+    trajectory holds a worker only while its code runs; ``release(owner)`` drops its namespace.
+
+    Trajectories sharing a worker are isolated from each other less than from the host: they have
+    their own ``__main__`` and random-generator states, but one interpreter — a module one of them
+    modifies, a thread it leaves running, a file it writes in the working directory, or a call that
+    times out (the worker restarts, and every namespace it held is replayed at its next call) are
+    seen by the others. Each worker keeps every limit of :class:`PythonSandbox`.
+    """
 
     def __init__(self, size: int, **sandbox_kwargs: Any) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.size = size
-        self._kwargs = sandbox_kwargs
-        self._idle: queue.Queue[PythonSandbox] = queue.Queue()
-        self._all: list[PythonSandbox] = []
+        self._cond = threading.Condition()
+        self._all = [PythonSandbox(**sandbox_kwargs).start() for _ in range(size)]
+        self._idle: list[PythonSandbox] = list(self._all)
+        self._home: dict[Hashable, PythonSandbox] = {}
+        self._history: dict[Hashable, list[tuple[str, float]]] = {}  # each owner's completed cells
+        self._stale: dict[int, set[Hashable]] = {id(sb): set() for sb in self._all}  # drop when next free
         self._closed = False
-        for _ in range(size):
-            sb = PythonSandbox(**sandbox_kwargs)
-            self._all.append(sb)
-            self._idle.put(sb.start())
+        self.stats = {"runs": 0, "moves": 0, "replayed_cells": 0, "max_running": 0, "waits": 0,
+                      "waits_below_capacity": 0}
 
-    @contextmanager
-    def acquire(self, timeout: float | None = None) -> Iterator[PythonSandbox]:
-        """A sandbox with fresh state for one trajectory; blocks while all are lent out."""
+    @property
+    def running(self) -> int:
+        """Workers running code now."""
+        return self.size - len(self._idle)
+
+    def _take(self, owner: Hashable) -> tuple[PythonSandbox, bool]:
+        """A free worker for ``owner`` (under the lock): its home if free, else the free one holding
+        the fewest namespaces; and whether the namespace must move there."""
+        while not self._idle and not self._closed:
+            self.stats["waits"] += 1
+            self.stats["waits_below_capacity"] += self.running < self.size
+            self._cond.wait()
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
-        try:
-            sb = self._idle.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no sandbox free within {timeout} s") from None
-        try:
-            yield sb
-        finally:
-            self._release(sb)
+        home = self._home.get(owner)
+        sb = home if home in self._idle else min(self._idle, key=lambda b: sum(h is b for h in self._home.values()))
+        self._idle.remove(sb)
+        self.stats["max_running"] = max(self.stats["max_running"], self.running)
+        moved = home is not None and home is not sb
+        if moved:
+            self._stale[id(home)].add(owner)
+            self.stats["moves"] += 1
+            self.stats["replayed_cells"] += len(self._history.get(owner, []))
+        self._home[owner] = sb
+        self._stale[id(sb)].discard(owner)
+        return sb, moved
 
-    def _release(self, sb: PythonSandbox) -> None:
-        if self._closed:
-            sb.close()
-            return
+    def _give_back(self, sb: PythonSandbox) -> None:
+        """A worker is free again: namespaces that moved away or ended meanwhile are dropped first."""
+        with self._cond:
+            stale, self._stale[id(sb)] = self._stale[id(sb)], set()
         try:
-            sb.reset()
-        except SandboxError:  # closed by its user, or its worker cannot start: replace it
-            self._all.remove(sb)
-            sb.close()
-            sb = PythonSandbox(**self._kwargs)
-            self._all.append(sb)
-            try:
-                sb.start()
-            except SandboxError as e:
-                logger.warning("sandbox pool: a replacement sandbox cannot start: %s", e)
-        self._idle.put(sb)
+            for other in stale:
+                sb.drop(other)
+        finally:
+            with self._cond:
+                self._idle.append(sb)
+                self._cond.notify()
+
+    def run(self, owner: Hashable, code: str, timeout: float | None = None) -> ExecResult:
+        """Execute ``code`` in ``owner``'s namespace (see the class docstring); blocks only while
+        every worker is running code."""
+        with self._cond:
+            sb, moved = self._take(owner)
+            history = list(self._history.get(owner, []))
+            self.stats["runs"] += 1
+        try:
+            if moved:
+                sb.adopt(owner, history)
+            result = sb.run(code, timeout, owner=owner)
+            if result.status in ("ok", "error"):  # the worker finished it: part of the state
+                with self._cond:
+                    self._history.setdefault(owner, []).append((code, result.duration))
+            return result
+        finally:
+            self._give_back(sb)
+
+    def release(self, owner: Hashable) -> None:
+        """``owner`` is done: its namespace is dropped (now if its worker is free, else later)."""
+        with self._cond:
+            self._history.pop(owner, None)
+            home = self._home.pop(owner, None)
+            if home is None:
+                return
+            self._stale[id(home)].add(owner)
+            if home not in self._idle:
+                return  # dropped when its worker comes free
+            self._idle.remove(home)
+        self._give_back(home)
 
     def close(self) -> None:
-        self._closed = True
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         for sb in self._all:
             sb.close()
 

@@ -316,32 +316,53 @@ def test_sandboxes_in_threads() -> None:
     assert not errors
 
 
-def test_pool_concurrency_and_reset() -> None:
+def test_pool_runs_many_trajectories_on_few_workers() -> None:
+    """4 trajectories on 2 workers: each keeps its own namespace; two workers run at once; a call
+    waits only while both are running code."""
     with SandboxPool(2, timeout=10.0) as pool:
         results: dict[int, str] = {}
         spans: list[tuple[float, float]] = []
 
         def trajectory(i: int) -> None:
-            with pool.acquire(timeout=60) as box:
-                seen = box.run("print('v' in globals())").stdout
-                t0 = time.monotonic()
-                box.run(f"import time\ntime.sleep(0.4)\nv = {i}")
-                spans.append((t0, time.monotonic()))
-                results[i] = seen + box.run("print(v)").stdout
+            seen = pool.run(i, "print('v' in globals())").stdout
+            t0 = time.monotonic()
+            pool.run(i, f"import time\ntime.sleep(0.4)\nv = {i}")
+            spans.append((t0, time.monotonic()))
+            results[i] = seen + pool.run(i, "print(v)").stdout
+            pool.release(i)
 
         threads = [threading.Thread(target=trajectory, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
-        assert results == {i: f"False\n{i}\n" for i in range(4)}  # fresh state for every trajectory
+        assert results == {i: f"False\n{i}\n" for i in range(4)}  # a fresh namespace for every trajectory
         overlaps = sum(1 for a in spans for b in spans if a is not b and a[0] < b[1] and b[0] < a[1])
-        assert overlaps >= 2  # two sandboxes ran at the same time
-        with pool.acquire() as a, pool.acquire() as b:
-            assert a is not b
-            with pytest.raises(TimeoutError):
-                with pool.acquire(timeout=0.1):
-                    pass
+        assert overlaps >= 2  # two workers ran at the same time
+        assert pool.stats["max_running"] == 2 and pool.stats["waits_below_capacity"] == 0
+        assert all(not sb.owners for sb in pool._all)  # every namespace dropped
+
+
+def test_pool_state_survives_a_move_and_random_streams_stay_apart() -> None:
+    """A's home worker is busy with B's long cell: A's next call runs in the other worker, where its
+    namespace is rebuilt from its completed cells; each namespace keeps its own random stream."""
+    import random
+
+    with SandboxPool(2, timeout=10.0) as pool:
+        pool.run("A", "import random\nrandom.seed(7)\nfirst = random.random()\nx = [1, 2]")
+        home = pool._home["A"]
+        busy = threading.Thread(target=pool.run, args=("B", "import time\ntime.sleep(1.0)"))
+        pool._home["B"] = home  # B lives where A lives and keeps it busy
+        busy.start()
+        time.sleep(0.3)
+        r = pool.run("A", "x.append(3)\nprint(x, random.random())")
+        busy.join()
+        assert pool.stats["moves"] == 1 and pool._home["A"] is not home
+        rng = random.Random(7)
+        rng.random()
+        assert r.stdout == f"[1, 2, 3] {rng.random()}\n"  # state and random stream as in one process
+        assert pool.run("A", "print(len(x))").stdout == "3\n"
+        assert "A" not in home.owners  # the stale copy was dropped when that worker came free
 
 
 def test_close_kills_everything_and_rejects_runs() -> None:
