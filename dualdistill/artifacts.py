@@ -179,12 +179,17 @@ def composition_hash(cfg: RunConfig) -> str:
 
 
 def samples_hash(cfg: RunConfig) -> str:
-    """Self-distillation samples (stage 04): everything that made S1 plus the sampling settings.
-    K, max_problems, β1, β2, pick and the S2 SFT settings are left out on purpose (changing them
-    reuses the samples), and so is the sampling backend (hf / vllm / openai draw from one model)."""
-    return config_hash(cfg, "world", "data.train", "teachers", "student", "composition", "sft",
-                       "self_distill.temperature", "self_distill.budget", "self_distill.max_code_calls",
-                       "self_distill.seed", "sandbox.timeout", exclude=("student.backend",))
+    """Self-distillation samples (stage 04): everything that made S1 plus how it is sampled — the
+    sampling settings and the backend (engines differ in numerics and defaults). K, max_problems, β1,
+    β2, pick and the S2 SFT settings are left out on purpose (changing them reuses the samples), and
+    so are runtime knobs (batch size, in-flight window, engine arguments)."""
+    sd = cfg.self_distill
+    backend = sd.policy.backend if sd.policy is not None else cfg.student.backend
+    fields = config_hash(cfg, "world", "data.train", "teachers", "student", "composition", "sft",
+                         "self_distill.temperature", "self_distill.top_p", "self_distill.top_k", "self_distill.budget",
+                         "self_distill.max_code_calls", "self_distill.seed", "sandbox.timeout",
+                         exclude=("student.backend", "student.batch_size", "student.extra"))
+    return stable_hash([fields, backend])
 
 
 # --- models ---------------------------------------------------------------------------------------

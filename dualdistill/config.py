@@ -81,7 +81,9 @@ class PolicyConfig(Strict):
     max_concurrency: int = Field(8, ge=1, description="openai: requests in flight; hf/vllm: batch size")
     max_retries: int = Field(5, ge=0, description="openai: retries with backoff on 429/5xx/timeouts")
     request_timeout: float = Field(600.0, gt=0, description="openai: seconds per request")
-    extra: dict[str, Any] = Field(default_factory=dict, description="backend-specific options")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="backend-specific options, e.g. vllm: {engine: {gpu_memory_utilization: 0.85, "
+        "max_model_len: 20480}} (engine arguments); hf: generate keyword arguments; openai: see its module")
 
 
 class TeachersConfig(Strict):
@@ -126,6 +128,10 @@ class StudentConfig(Strict):
         "one for small students (formatting.PROMPT_STYLES)"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="backend options of the S0/S1/S2 policies (PolicyConfig.extra), e.g. "
+        "vllm: {engine: {gpu_memory_utilization: 0.85, max_num_seqs: 256}}; max_model_len defaults to what "
+        "prompt + budget need")
     tiny: TinyModelConfig | None = Field(None, description="sizes of the tiny model when model == 'tiny'")
     stage0_sft: SFTConfig | None = Field(None, description="embedded only: SFT of the tiny model on text-teacher traces to make S0")
 
@@ -224,6 +230,10 @@ class SelfDistillConfig(Strict):
     beta1: float = Field(0.0, ge=0, le=1, description="ḡ > β1: add a verification example")
     beta2: float = Field(0.9, ge=0, le=1, description="ḡ < β2: add a correction example")
     temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
+    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
+    max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
+                               "runs 256-1,024 sequences at once; the hf backend batches at most student.batch_size)")
     budget: int = Field(4096, ge=16)
     max_code_calls: int = Field(10, ge=0)
     pick: Literal["random", "shortest", "first"] = "random"
@@ -255,6 +265,10 @@ class EvalConfig(Strict):
     budgets: dict[str, int] = Field(default_factory=lambda: {"S": 4096, "L": 16384}, description="budget name -> tokens (L: not confirmed by the paper)")
     samples: int = Field(5, ge=1)
     temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
+    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
+    max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
+                               "runs 256-1,024 sequences at once; the hf backend batches at most student.batch_size)")
     max_code_calls: int = Field(10, ge=0)
     tools: bool = True
     limit: int | None = Field(None, ge=1, description="problems per benchmark")

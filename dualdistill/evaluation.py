@@ -35,11 +35,19 @@ from dualdistill.entry import stage
 from dualdistill.hashing import stable_hash
 from dualdistill.loaders import load_source
 from dualdistill.metrics import summarize
-from dualdistill.policy import Policy, build_policy
+from dualdistill.policy import Policy
 from dualdistill.problem import Problem
-from dualdistill.sampling import SampleJob, SampleSettings, sample_and_record
+from dualdistill.sampling import (
+    SampleJob,
+    SampleSettings,
+    Sampling,
+    build_model_policy,
+    context_needed,
+    sample_and_record,
+)
 from dualdistill.sandbox import SandboxPool
 from dualdistill.store import JsonlStore, read_json, record_key, write_json
+from dualdistill.student import load_student_tokenizer
 from dualdistill.tool_loop import make_sandbox_pool
 
 log = logging.getLogger(__name__)
@@ -48,20 +56,21 @@ _RUNTIME_POLICY_FIELDS = {"max_concurrency", "max_retries", "request_timeout", "
 
 
 # --- keys ----------------------------------------------------------------------------------------
-def eval_hash(pcfg: PolicyConfig | None, *, budget: int, temperature: float, tools: bool, max_code_calls: int,
-              seed: int, benchmark_version: str = "custom", sandbox: SandboxConfig | None = None,
+def eval_hash(pcfg: PolicyConfig | None, *, budget: int, sampling: Sampling, tools: bool, max_code_calls: int,
+              benchmark_version: str = "custom", sandbox: SandboxConfig | None = None,
               prompt_style: str = "r1") -> str:
-    """Hash of what one evaluation sample depends on. Of the policy, runtime knobs (concurrency,
-    retries, timeouts, the key's variable) are left out and the weights' identity is added."""
+    """Hash of what one evaluation sample depends on: the sampling settings and backend, budget,
+    tools, cap, benchmark version, prompt, sandbox limits, and of the policy everything but runtime
+    knobs (concurrency, retries, timeouts, the key's variable), plus the weights' identity."""
     policy = None
     if pcfg is not None:
         policy = {k: v for k, v in pcfg.model_dump(mode="json").items() if k not in _RUNTIME_POLICY_FIELDS}
         policy["fingerprint"] = model_fingerprint(pcfg.model) if pcfg.model else None
     limits = None if sandbox is None else {"timeout": sandbox.timeout, "memory_mb": sandbox.memory_mb,
                                            "max_output_chars": sandbox.max_output_chars}
-    return stable_hash({"budget": budget, "temperature": temperature, "tools": tools, "max_code_calls": max_code_calls,
-                        "seed": seed, "benchmark_version": benchmark_version, "policy": policy, "sandbox": limits,
-                        "prompt_style": prompt_style})
+    return stable_hash({"budget": budget, "sampling": sampling.to_dict(), "tools": tools,
+                        "max_code_calls": max_code_calls, "benchmark_version": benchmark_version, "policy": policy,
+                        "sandbox": limits, "prompt_style": prompt_style})
 
 
 # --- one model on one benchmark at one budget ---------------------------------------------------
@@ -74,21 +83,20 @@ def evaluate_model(
     budget_name: str,
     budget: int,
     samples: int,
-    temperature: float,
+    sampling: Sampling,
     tools: bool,
     max_code_calls: int,
     sandbox_pool: SandboxPool | None,
     store: JsonlStore,
-    seed: int,
     progress: bool = True,
     policy_config: PolicyConfig | None = None,
     sandbox: SandboxConfig | None = None,
     benchmark_version: str | None = None,
-    grade_workers: int = 2,
-    chunk_size: int = 256,
+    max_in_flight: int = 256,
     prompt_style: str = "r1",
 ) -> list[dict[str, Any]]:
-    """Sample, grade and record ``samples`` trajectories per problem; resumable.
+    """Sample, grade and record ``samples`` trajectories per problem; resumable, each record appended
+    as its trajectory ends.
 
     Returns the current records of these problems and samples (old and new), in problem order then
     sample order. ``policy_config`` and ``sandbox`` go into the key hash (:func:`eval_hash`);
@@ -98,17 +106,16 @@ def evaluate_model(
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"{benchmark}: duplicate problem id {dup!r}")
     version = benchmark_version or bm.benchmark_version(benchmark)
-    chash = eval_hash(policy_config, budget=budget, temperature=temperature, tools=tools,
-                      max_code_calls=max_code_calls, seed=seed, benchmark_version=version, sandbox=sandbox,
-                      prompt_style=prompt_style)
+    chash = eval_hash(policy_config, budget=budget, sampling=sampling, tools=tools, max_code_calls=max_code_calls,
+                      benchmark_version=version, sandbox=sandbox, prompt_style=prompt_style)
     jobs = [SampleJob(record_key(model_name, benchmark, budget_name, p.id, s, chash), p, s,
                       formatting.build_prompt(p.problem, code=tools, style=prompt_style))
             for p in problems for s in range(samples)]
     settings = SampleSettings(model=model_name, benchmark=benchmark, budget_name=budget_name, budget=budget,
-                              temperature=temperature, max_code_calls=max_code_calls, tools=tools, seed=seed,
-                              config_hash=chash, benchmark_version=version)
-    sample_and_record(policy, jobs, store, settings, sandbox_pool=sandbox_pool, grade_workers=grade_workers,
-                      chunk_size=chunk_size, show_progress=progress, desc=f"{model_name}/{benchmark}/{budget_name}")
+                              max_code_calls=max_code_calls, sampling=sampling, tools=tools, config_hash=chash,
+                              benchmark_version=version, max_in_flight=max_in_flight)
+    sample_and_record(policy, jobs, store, settings, sandbox_pool=sandbox_pool, show_progress=progress,
+                      desc=f"{model_name}/{benchmark}/{budget_name}")
     latest = store.latest()
     return [latest[j.key] for j in jobs if j.key in latest]
 
@@ -132,7 +139,7 @@ def model_policy_config(cfg: RunConfig, model: EvalModel) -> PolicyConfig:
     if model.policy is not None:
         return model.policy
     return PolicyConfig(backend=cfg.student.backend, model=require_model(cfg, model.name), dtype=cfg.student.dtype,
-                        max_concurrency=cfg.student.batch_size)
+                        max_concurrency=cfg.student.batch_size, extra=cfg.student.extra)
 
 
 def load_benchmarks(cfg: RunConfig) -> dict[str, list[Problem]]:
@@ -166,22 +173,28 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     ev = cfg.eval
     cfg.save(paths.eval_dir / "config.yaml")
     pool = make_sandbox_pool(cfg.sandbox) if any(m.tools for m in models) and ev.max_code_calls > 0 else None
+    style = cfg.student.prompt_style
+    tokenizer = load_student_tokenizer(cfg, local_only=True)
+    prompts = [formatting.build_prompt(p.problem, code=True, style=style) for ps in benchmarks.values() for p in ps]
+    need = context_needed(prompts, max(ev.budgets.values()), tokenizer)
     n_new = 0
     try:
         for m in models:
             store = JsonlStore(paths.eval_records(m.name))
             before = len(store.read())
             pcfg = policies[m.name]
-            policy = build_policy(pcfg, device=cfg.device) if pcfg.backend == "hf" else build_policy(pcfg)
+            policy = build_model_policy(pcfg, device=cfg.device, seed=ev.seed, max_context=need)
+            sampling = Sampling(backend=pcfg.backend, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
+                                seed=ev.seed)
             try:
                 for bench, problems in benchmarks.items():
                     for budget_name, budget in ev.budgets.items():
                         evaluate_model(
                             policy, problems, model_name=m.name, benchmark=bench, budget_name=budget_name,
-                            budget=budget, samples=ev.samples, temperature=ev.temperature, tools=m.tools,
-                            max_code_calls=ev.max_code_calls, sandbox_pool=pool, store=store, seed=ev.seed,
-                            progress=progress, policy_config=pcfg, sandbox=cfg.sandbox,
-                            grade_workers=cfg.sandbox.workers, prompt_style=cfg.student.prompt_style,
+                            budget=budget, samples=ev.samples, sampling=sampling, tools=m.tools,
+                            max_code_calls=ev.max_code_calls, sandbox_pool=pool, store=store, progress=progress,
+                            policy_config=pcfg, sandbox=cfg.sandbox, max_in_flight=ev.max_in_flight,
+                            prompt_style=style,
                         )
             finally:
                 policy.close()

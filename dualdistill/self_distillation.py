@@ -35,9 +35,17 @@ from dualdistill.artifacts import (
 )
 from dualdistill.config import PolicyConfig, RunConfig
 from dualdistill.entry import stage
-from dualdistill.policy import Policy, build_policy
+from dualdistill.policy import Policy
 from dualdistill.problem import Problem
-from dualdistill.sampling import SampleJob, SampleSettings, pending, sample_and_record
+from dualdistill.sampling import (
+    SampleJob,
+    SampleSettings,
+    Sampling,
+    build_model_policy,
+    context_needed,
+    pending,
+    sample_and_record,
+)
 from dualdistill.selection import (
     gbar_by_problem,
     gbar_histogram,
@@ -50,6 +58,7 @@ from dualdistill.selection import (
 )
 from dualdistill.sft import train_sft
 from dualdistill.store import JsonlStore, read_json, record_key, write_json, write_jsonl
+from dualdistill.student import load_student_tokenizer
 from dualdistill.tool_loop import make_sandbox_pool
 
 log = logging.getLogger(__name__)
@@ -62,21 +71,27 @@ COPY_MARKER = "copied_from_s1.json"  # in models/S2 when T2 was empty
 
 
 # --- step 5: sampling --------------------------------------------------------------------------
-def build_student_policy(cfg: RunConfig) -> Policy:
-    """The S1 sampling policy: ``self_distill.policy`` if set, else ``student.backend`` on S1."""
+def student_policy_config(cfg: RunConfig) -> PolicyConfig:
+    """The S1 sampling policy's config: ``self_distill.policy`` if set, else ``student.backend`` on S1
+    (with ``student.extra``, e.g. vLLM engine arguments)."""
     pcfg = cfg.self_distill.policy
     if pcfg is None:
-        pcfg = PolicyConfig(backend=cfg.student.backend, model=require_model(cfg, MODEL), dtype=cfg.student.dtype,
-                            max_concurrency=cfg.student.batch_size)
-    elif pcfg.model is None:
-        pcfg = pcfg.model_copy(update={"model": require_model(cfg, MODEL)})
-    if pcfg.backend == "hf":
-        return build_policy(pcfg, device=cfg.device)
-    return build_policy(pcfg)
+        return PolicyConfig(backend=cfg.student.backend, model=require_model(cfg, MODEL), dtype=cfg.student.dtype,
+                            max_concurrency=cfg.student.batch_size, extra=cfg.student.extra)
+    if pcfg.model is None:
+        return pcfg.model_copy(update={"model": require_model(cfg, MODEL)})
+    return pcfg
+
+
+def sampling_settings(cfg: RunConfig) -> Sampling:
+    """How S1 is sampled (step 5): written into every sample record and into the samples' hash."""
+    sd = cfg.self_distill
+    backend = sd.policy.backend if sd.policy is not None else cfg.student.backend
+    return Sampling(backend=backend, temperature=sd.temperature, top_p=sd.top_p, top_k=sd.top_k, seed=sd.seed)
 
 
 def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[Problem] | None = None,
-                   progress: bool = True, *, chunk_size: int = 64) -> list[dict]:
+                   progress: bool = True) -> list[dict]:
     """Step 5: K graded samples per training problem from S1 with tools; resumable.
 
     Returns the current sample records (problem order, then sample index) and rewrites the
@@ -94,18 +109,20 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
                       formatting.build_prompt(p.problem, code=True, style=cfg.student.prompt_style))
             for p in problems for s in range(sd.k)]
     settings = SampleSettings(model=MODEL, benchmark=BENCHMARK, budget_name=BUDGET_NAME, budget=sd.budget,
-                              temperature=sd.temperature, max_code_calls=sd.max_code_calls, seed=sd.seed,
-                              config_hash=chash, role="student")
+                              max_code_calls=sd.max_code_calls, sampling=sampling_settings(cfg), config_hash=chash,
+                              role="student", max_in_flight=sd.max_in_flight)
     todo = pending(jobs, store)
     log.info("self-distillation sampling: %d of %d samples missing", len(todo), len(jobs))
     if todo:
         own_policy = policy is None
-        policy = build_student_policy(cfg) if own_policy else policy  # a missing S1 fails before any write
+        if own_policy:  # a missing S1 fails before any write
+            need = context_needed([j.prompt for j in todo], sd.budget, load_student_tokenizer(cfg, local_only=True))
+            policy = build_model_policy(student_policy_config(cfg), device=cfg.device, seed=sd.seed, max_context=need)
         cfg.save(paths.sd_samples.with_name("config.yaml"))
         pool = make_sandbox_pool(cfg.sandbox)
         try:
-            sample_and_record(policy, todo, store, settings, sandbox_pool=pool, chunk_size=chunk_size,
-                              show_progress=progress, desc="S1 samples")
+            sample_and_record(policy, todo, store, settings, sandbox_pool=pool, show_progress=progress,
+                              desc="S1 samples")
         finally:
             pool.close()
             if own_policy:

@@ -1,56 +1,65 @@
 """The one tool-integrated generation loop, used by teachers, student sampling and evaluation.
 
     trajs = generate_trajectories(policy, items, budget=4096, max_code_calls=10, temperature=0.6,
-                                  sandbox_pool=pool)
+                                  sandbox_pool=pool, max_in_flight=256, on_finish=record)
 
-For every :class:`RolloutItem` the completion starts with ``formatting.GENERATION_PREFIX``
-(``<think>\\n``, prefilled) and the policy continues ``prompt + completion``:
+Every trajectory advances on its own: generate until ``</code>`` (while tools are on and calls are
+left), ``</answer>``, EOS or the remaining budget → run the block → append
+``<executor>\\n{output}\\n</executor>\\n`` → generate again. A trajectory goes back to the engine the
+moment its code has run, without waiting for any other (no rounds): with an engine that batches
+continuously (``Policy.async_native``: in-process vLLM, an OpenAI-compatible server) each trajectory
+is one request at a time; a batch policy (hf, scripted, replay) gets, whenever it is free, one
+``generate`` call with whatever is ready then (``policy.MicroBatcher``). At most ``max_in_flight``
+trajectories are under way; the next starts as one ends, and ``on_finish(index, trajectory)`` is
+called as each one ends (so a caller can append its record at once).
 
-1. generate until ``</code>`` (only while tools are on and calls are left), ``</answer>``, EOS or
-   the remaining token budget;
-2. on ``</code>``: run the block in the trajectory's own sandbox (acquired from the pool and reset
-   at its first call, kept for the whole trajectory, so variables persist across its calls), append
-   ``</code>\\n<executor>\\n{output}\\n</executor>\\n`` and continue;
-3. after the ``max_code_calls``-th call the notice ``formatting.CALL_CAP_NOTICE`` is appended and
-   generation continues without the code stop (a forced answer, as in the official code); a code
-   block written after that, or with ``tools=False``, is never executed (status ``not_run``).
+Code runs in ``sandbox_pool.run(owner, code)``: a trajectory holds a sandbox only while its code
+runs; its state persists across its calls (an evicted state is rebuilt by replaying its completed
+cells; see :class:`dualdistill.sandbox.SandboxPool`). Markdown fences around the code are stripped
+before it runs (as the official code does). After the ``max_code_calls``-th call, ``call_cap``
+decides: ``"notice"`` appends ``formatting.CALL_CAP_NOTICE`` and generation goes on without the code
+stop; ``"official"`` lets the model write on and, at its next ``</code>``, appends the official
+notice inside an executor block and ``<answer>`` (the official loop's forced answer). A block written
+after the cap, or with ``tools=False``, is never executed (status ``not_run``).
 
-Budget: ``n_tokens`` = generated tokens + tokens of the inserted executor text (as in the paper);
-each call's ``max_new_tokens`` is the budget left. Finish reasons: ``answer`` (an answer block was
-closed), ``length`` (budget spent), ``error`` (the policy returned an error), ``call_cap`` (the cap
-was reached and generation then ended without a closed answer), ``eos`` (ended without one).
+Budget: ``n_tokens`` = generated tokens + tokens of the inserted text (executor output, notices), as
+in the paper; each request's ``max_new_tokens`` is the budget left. Finish reasons: ``answer``,
+``length``, ``error`` (the policy returned an error), ``call_cap`` (ended after the cap without a
+closed answer), ``eos``. Executor output that contains a block tag has its ``<`` written as ``&lt;``.
 
-All trajectories are in flight together. Each round sends ONE batched ``policy.generate`` call for
-every trajectory that is ready to generate (the policy batches internally); trajectories that
-stopped at ``</code>`` run their code in a thread per sandbox, overlapping the next generation
-round, and rejoin once their output is appended. A trajectory that needs a sandbox while all are
-held waits (holders always progress, so this never deadlocks). Executor output that contains a
-block tag has its ``<`` written as ``&lt;`` so the trajectory stays well-formed. Timings per
-trajectory: ``generation`` = wall time of the batched calls it took part in, ``execution`` = time
-its code ran.
-
-Token ids: kept when the engine returns them and the policy exposes a ``tokenizer`` (inserted text is
-encoded with it); they are stored only if they decode exactly to the final completion, else dropped
-(``meta["token_ids_dropped"]`` says why).
+Token in, token out: when the policy has a ``tokenizer`` and returns token ids, the loop keeps the
+trajectory's ids — the sampled ones, plus the ids of inserted text encoded on their own — and sends
+``prompt_ids`` with every request, so engines that take ids continue from exactly what was sampled
+(no re-tokenisation of the whole text at each turn); without ids, text continuation. The ids are
+stored with the trajectory only if they decode to its canonical completion
+(``meta["token_ids_dropped"]`` says why not). Timings per trajectory: ``generation`` (time waiting
+for its generations), ``execution`` (time its code ran, replays included).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
+import re
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualdistill import formatting
+from dualdistill import formatting, progress
+from dualdistill.config import SandboxConfig
 from dualdistill.formatting import CODE_STOP, GENERATION_PREFIX, Segment
-from dualdistill.policy import Generation, GenerationRequest, Policy
+from dualdistill.policy import Generation, GenerationRequest, Policy, request_sender
 from dualdistill.problem import Problem
+from dualdistill.sandbox import ExecResult, SandboxPool
 from dualdistill.trajectory import Trajectory
 
 ANSWER_STOP = "</answer>"
+CALL_CAPS = ("notice", "official")
+DEFAULT_IN_FLIGHT = 256
+_FENCE_RE = re.compile(r"^\s*```[ \t]*(?:python3?|py|ipython)?[ \t]*\n(?P<code>.*?)\n?```\s*$", re.S)
 
 
 @dataclass
@@ -83,9 +92,8 @@ class _State:
     capped: bool = False
     code_status: dict[int, str] = field(default_factory=dict)  # code block index -> status
     pending_code: tuple[int, str] | None = None  # (code block index, code) waiting to run
-    sandbox: Any = None
-    exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    ids: list[int] | None = None
+    prompt_ids: list[int] | None = None
+    ids: list[int] | None = None  # completion ids: sampled + inserted
     ids_text: str = ""
     ids_note: str | None = None
     t_gen: float = 0.0
@@ -98,19 +106,15 @@ class _State:
     def n_tokens(self) -> int:
         return self.n_generated + self.n_inserted
 
+    @property
+    def owner(self) -> str:
+        return f"{id(self)}:{self.index}"
 
-def make_sandbox_pool(cfg: Any) -> Any:
-    """A :class:`dualdistill.sandbox.SandboxPool` from a :class:`~dualdistill.config.SandboxConfig`."""
-    from dualdistill.sandbox import SandboxPool
 
-    return SandboxPool(
-        cfg.workers,
-        timeout=cfg.timeout,
-        memory_mb=cfg.memory_mb,
-        max_processes=cfg.max_processes,
-        max_output_chars=cfg.max_output_chars,
-        preload=tuple(cfg.preload),
-    )
+def make_sandbox_pool(cfg: SandboxConfig) -> SandboxPool:
+    """A :class:`~dualdistill.sandbox.SandboxPool` from a :class:`~dualdistill.config.SandboxConfig`."""
+    return SandboxPool(cfg.workers, timeout=cfg.timeout, memory_mb=cfg.memory_mb, max_processes=cfg.max_processes,
+                       max_output_chars=cfg.max_output_chars, preload=tuple(cfg.preload))
 
 
 def request_seed(seed: int, problem_id: str, role: str, sample: int, step: int) -> int:
@@ -125,27 +129,37 @@ def executor_text(output: str) -> str:
     return f"<executor>\n{output}\n</executor>\n"
 
 
+def strip_fences(code: str) -> str:
+    """The code inside a markdown fence (```python ... ```), or the code as written."""
+    m = _FENCE_RE.match(code)
+    return m.group("code") if m else code
+
+
 def _has_closed_answer(completion: str) -> bool:
     return any(s.kind == "answer" and not s.meta.get("open") for s in formatting.parse(completion))
 
 
 class _Loop:
-    """Bookkeeping of one ``generate_trajectories`` call."""
+    """The state machine of one ``generate_trajectories`` call (no I/O of its own)."""
 
     def __init__(self, policy: Policy, *, budget: int, max_code_calls: int, temperature: float,
-                 pool: Any, tools: bool) -> None:
+                 pool: SandboxPool | None, tools: bool, call_cap: str, top_p: float, top_k: int) -> None:
         self.policy = policy
         self.budget = budget
         self.max_code_calls = max_code_calls
-        self.temperature = temperature
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.pool = pool
         self.tools = tools and max_code_calls > 0
+        self.call_cap = call_cap
         self.tokenizer = getattr(policy, "tokenizer", None)
-        capacity = getattr(pool, "size", None) if pool is not None else None
-        self.capacity: int | None = int(capacity) if capacity is not None else None
-        self.held = 0
 
-    # --- token ids --------------------------------------------------------------------------
+    # --- token ids ----------------------------------------------------------------------------
+    def start(self, st: _State) -> None:
+        if self.tokenizer is not None:
+            st.prompt_ids = list(self.tokenizer.encode(st.item.prompt, add_special_tokens=False))
+            st.ids = list(self.tokenizer.encode(st.completion, add_special_tokens=False))
+            st.ids_text = st.completion
+
     def _ids_from_text(self, st: _State) -> None:
         """Extend the ids so they cover ``st.completion`` (inserted, non-generated text)."""
         if st.ids is None:
@@ -165,24 +179,23 @@ class _Loop:
             st.n_inserted += self.policy.count_tokens(text)
         self._ids_from_text(st)
 
-    # --- one generation ---------------------------------------------------------------------
+    # --- one generation -----------------------------------------------------------------------
     def request(self, st: _State) -> GenerationRequest:
         stop = [ANSWER_STOP]
-        if self.tools and not st.capped:
+        if self.tools and (not st.capped or self.call_cap == "official"):
             stop.insert(0, CODE_STOP)
         context = {"problem": st.item.problem, "completion": st.completion, "sample": st.item.sample,
                    "role": st.item.role, **st.item.context}
+        ids = st.prompt_ids + st.ids if st.prompt_ids is not None and st.ids is not None else None
         return GenerationRequest(
-            prompt=st.item.prompt + st.completion,
-            max_new_tokens=self.budget - st.n_tokens,
-            stop=stop,
-            temperature=self.temperature,
+            prompt=st.item.prompt + st.completion, max_new_tokens=self.budget - st.n_tokens, stop=stop,
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             seed=request_seed(st.seed, st.item.problem.id, st.item.role, st.item.sample, st.steps),
-            context=context,
+            context=context, prompt_ids=ids,
         )
 
     def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
-        """Apply a generation to a trajectory: finish it or queue its code."""
+        """Apply a generation to a trajectory: finish it, or leave its code pending."""
         st.steps += 1
         st.t_gen += seconds
         if gen.finish_reason == "error":
@@ -218,62 +231,44 @@ class _Loop:
             st.finish = "answer"
         elif st.n_tokens >= self.budget:
             st.finish = "length"  # no budget left for the executor's answer
-        elif self.tools and not st.capped:
+        elif self.tools and st.capped:  # official cap: the forced answer
+            self._add_text(st, executor_text(formatting.OFFICIAL_CALL_CAP_NOTICE) + "<answer>", inserted=True)
+        elif self.tools:
             index = sum(1 for s in segments if s.kind == "code") - 1
-            st.pending_code = (index, segments[-1].text)  # executed in the next phase
-        # else: a code stop this loop did not ask for: the block is not run, generation goes on
+            st.pending_code = (index, segments[-1].text)
 
     def _end_reason(self, st: _State) -> str:
         if _has_closed_answer(st.completion):
             return "answer"
         return "call_cap" if st.capped else "eos"
 
-    # --- code execution ---------------------------------------------------------------------
-    def can_run(self, st: _State) -> bool:
-        if st.sandbox is not None:
-            return True
-        if self.capacity is not None and self.held >= self.capacity:
-            return False
-        try:  # never block: a pool shared with other callers may be empty even below capacity
-            st.sandbox = st.exit_stack.enter_context(self.pool.acquire(timeout=0))
-        except TimeoutError:
-            return False
-        st.sandbox.reset()  # fresh state for this trajectory (cheap when it is already fresh)
-        self.held += 1
-        return True
-
-    @staticmethod
-    def run_code(st: _State) -> tuple[Any, float]:
+    # --- code execution -----------------------------------------------------------------------
+    def execute(self, st: _State) -> ExecResult:
+        """Run the pending code in the trajectory's sandbox state (blocks: called in a worker thread)."""
         t0 = time.perf_counter()
-        result = st.sandbox.run(st.pending_code[1])
-        return result, time.perf_counter() - t0
+        result = self.pool.run(st.owner, strip_fences(st.pending_code[1]))
+        st.t_exec += time.perf_counter() - t0
+        return result
 
-    def after_run(self, st: _State, result: Any, seconds: float) -> None:
+    def after_run(self, st: _State, result: ExecResult) -> None:
+        """Append what the code printed (counting its tokens may ask a server: a worker thread)."""
         index, _ = st.pending_code
         st.pending_code = None
-        st.t_exec += seconds
         st.n_calls += 1
-        status = result.status
-        st.code_status[index] = status
-        st.n_errors += status != "ok"
-        st.n_timeouts += status == "timeout"
+        st.code_status[index] = result.status
+        st.n_errors += result.status != "ok"
+        st.n_timeouts += result.status == "timeout"
         self._add_text(st, executor_text(result.output), inserted=True)
         if st.n_calls >= self.max_code_calls:
             st.capped = True
-            self._add_text(st, formatting.CALL_CAP_NOTICE + "\n", inserted=True)
+            if self.call_cap == "notice":
+                self._add_text(st, formatting.CALL_CAP_NOTICE + "\n", inserted=True)
         if st.n_tokens >= self.budget:
             st.finish = "length"
 
-    def release(self, st: _State) -> None:
-        if st.sandbox is not None:
-            st.exit_stack.close()
-            st.sandbox = None
-            self.held -= 1
-
-    # --- the record -------------------------------------------------------------------------
+    # --- the record ---------------------------------------------------------------------------
     def trajectory(self, st: _State) -> Trajectory:
-        segments = formatting.parse(st.completion)
-        segments = _annotate(segments, st.code_status)
+        segments = _annotate(formatting.parse(st.completion), st.code_status)
         completion = formatting.render(segments)
         ids, note = st.ids, st.ids_note
         if ids is not None and completion.startswith(st.ids_text):
@@ -288,19 +283,10 @@ class _Loop:
         if note and self.tokenizer is not None:
             meta["token_ids_dropped"] = note
         return Trajectory(
-            problem_id=st.item.problem.id,
-            role=st.item.role,
-            prompt=st.item.prompt,
-            segments=segments,
-            finish_reason=st.finish or "eos",
-            n_tokens=st.n_tokens,
-            n_generated_tokens=st.n_generated,
-            n_code_calls=st.n_calls,
-            n_code_errors=st.n_errors,
-            n_code_timeouts=st.n_timeouts,
-            token_ids=ids,
-            timings={"generation": round(st.t_gen, 4), "execution": round(st.t_exec, 4)},
-            meta=meta,
+            problem_id=st.item.problem.id, role=st.item.role, prompt=st.item.prompt, segments=segments,
+            finish_reason=st.finish or "eos", n_tokens=st.n_tokens, n_generated_tokens=st.n_generated,
+            n_code_calls=st.n_calls, n_code_errors=st.n_errors, n_code_timeouts=st.n_timeouts, token_ids=ids,
+            timings={"generation": round(st.t_gen, 4), "execution": round(st.t_exec, 4)}, meta=meta,
         )
 
 
@@ -318,11 +304,92 @@ def _annotate(segments: list[Segment], code_status: dict[int, str]) -> list[Segm
         if seg.kind == "executor":
             if ran_previous:
                 seg.meta["status"] = code_status[code_index]
-            else:  # written by the model itself, not by the environment
+            else:  # written by the model itself or a notice of the loop, not a run's output
                 seg.meta["status"] = "not_run"
-                seg.meta["written_by_model"] = True
+                if seg.text == formatting.OFFICIAL_CALL_CAP_NOTICE:
+                    seg.meta["cap_notice"] = True
+                else:
+                    seg.meta["written_by_model"] = True
         ran_previous = False
     return segments
+
+
+async def _advance(loop: _Loop, st: _State, send: Callable[[GenerationRequest], Coroutine[Any, Any, Generation]],
+                   code_threads: ThreadPoolExecutor, count_threads: ThreadPoolExecutor, max_steps: int) -> None:
+    """Take one trajectory to its end: generate, run its code, generate again, ..."""
+    aio = asyncio.get_running_loop()
+    while st.finish is None:
+        if st.n_tokens >= loop.budget:
+            st.finish = "length"
+        elif st.steps >= max_steps:
+            st.finish, st.error = "error", "no progress"
+        else:
+            t0 = time.perf_counter()
+            gen = await send(loop.request(st))
+            loop.absorb(st, gen, time.perf_counter() - t0)
+            if st.pending_code is not None:
+                result = await aio.run_in_executor(code_threads, loop.execute, st)
+                if loop.policy.remote_count:
+                    await aio.run_in_executor(count_threads, loop.after_run, st, result)
+                else:
+                    loop.after_run(st, result)
+
+
+async def _run_all(loop: _Loop, states: list[_State], *, window: int, max_steps: int, bar: Any,
+                   on_finish: Callable[[int, Trajectory], None] | None) -> list[Trajectory | None]:
+    results: list[Trajectory | None] = [None] * len(states)
+    size = loop.pool.size if loop.pool is not None else 1
+    code_threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tool-loop-code")  # one per sandbox
+    count_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tool-loop-count")
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-loop-model")
+    aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-loop-records")
+    send = request_sender(loop.policy, model_thread)
+    gate = asyncio.Semaphore(window)
+    aio = asyncio.get_running_loop()
+
+    async def one(st: _State) -> None:
+        async with gate:
+            try:
+                await _advance(loop, st, send, code_threads, count_threads, max_steps)
+            finally:
+                if loop.pool is not None and st.n_calls:
+                    await aio.run_in_executor(aux, loop.pool.release, st.owner)
+            results[st.index] = traj = loop.trajectory(st)
+            bar.update(1)
+            if on_finish is not None:  # shielded: a trajectory that ended is recorded even if the run fails
+                await asyncio.shield(aio.run_in_executor(aux, on_finish, st.index, traj))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for st in states:
+                group.create_task(one(st))
+    except BaseExceptionGroup as err:  # the first failure, as a plain exception for the caller
+        raise err.exceptions[0] from None
+    finally:
+        await loop.policy.release_loop()
+        for ex in (code_threads, count_threads, model_thread):
+            ex.shutdown(wait=False, cancel_futures=True)
+        aux.shutdown(wait=True)  # every ended trajectory's on_finish runs to its end
+    return results
+
+
+def _in_own_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine on a fresh event loop in a thread of its own (so the loop also works where an
+    event loop is already running, e.g. in a notebook) and return its result or raise its error."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = asyncio.run(make())
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            out["error"] = err
+
+    thread = threading.Thread(target=target, name="tool-loop", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 def generate_trajectories(
@@ -332,86 +399,45 @@ def generate_trajectories(
     budget: int,
     max_code_calls: int,
     temperature: float,
-    sandbox_pool: Any = None,
+    sandbox_pool: SandboxPool | None = None,
     tools: bool = True,
     seed: int = 0,
     progress: bool = True,
     desc: str = "",
     on_finish: Callable[[int, Trajectory], None] | None = None,
+    max_in_flight: int = DEFAULT_IN_FLIGHT,
+    call_cap: str = "notice",
+    top_p: float = 1.0,
+    top_k: int = -1,
 ) -> list[Trajectory]:
-    """Sample one trajectory per item with the tool loop (see the module docstring).
-
-    ``sandbox_pool`` is a ``dualdistill.sandbox.SandboxPool``; with ``tools=True`` and no pool a
-    default one is made for this call and closed after. ``on_finish(index, trajectory)`` is called
-    as each trajectory ends (e.g. to append its record at once). Returns trajectories in item order.
-    """
-    from tqdm.auto import tqdm
-
+    """Sample one trajectory per item with the tool loop (see the module docstring); returns them in
+    item order. With ``tools=True`` and no pool a default one is made for this call and closed after."""
     if budget < 1:
         raise ValueError(f"budget must be positive, got {budget}")
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if call_cap not in CALL_CAPS:
+        raise ValueError(f"call_cap must be one of {CALL_CAPS}, got {call_cap!r}")
+    if not items:
+        return []
     own_pool = None
-    if tools and max_code_calls > 0 and sandbox_pool is None and items:
-        from dualdistill.config import SandboxConfig
-
+    if tools and max_code_calls > 0 and sandbox_pool is None:
         sandbox_pool = own_pool = make_sandbox_pool(SandboxConfig())
-    loop = _Loop(policy, budget=budget, max_code_calls=max_code_calls, temperature=temperature,
-                 pool=sandbox_pool, tools=tools)
+    loop = _Loop(policy, budget=budget, max_code_calls=max_code_calls, temperature=temperature, pool=sandbox_pool,
+                 tools=tools, call_cap=call_cap, top_p=top_p, top_k=top_k)
     states = [_State(index=i, item=it, seed=seed) for i, it in enumerate(items)]
-    if loop.tokenizer is not None:
-        for st in states:
-            st.ids = list(loop.tokenizer.encode(st.completion, add_special_tokens=False))
-            st.ids_text = st.completion
-    results: list[Trajectory | None] = [None] * len(states)
-    bar = tqdm(total=len(states), desc=desc or "trajectories", disable=not progress, leave=False)
-    active = list(states)
-    max_steps = budget + max_code_calls + 2
-
-    def finish(st: _State) -> None:
-        loop.release(st)
-        results[st.index] = traj = loop.trajectory(st)
-        bar.update(1)
-        if on_finish is not None:
-            on_finish(st.index, traj)
-
-    running: dict[Future, _State] = {}
+    for st in states:
+        loop.start(st)
+    bar = _progress_bar(len(states), desc, progress)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, loop.capacity or 8)) as threads:
-            while active:
-                for fut in [f for f in running if f.done()]:  # executions that came back
-                    loop.after_run(running.pop(fut), *fut.result())
-                busy = {st.index for st in running.values()}
-                ready = [st for st in active if st.finish is None and st.pending_code is None]
-                for st in ready:
-                    if st.n_tokens >= budget:
-                        st.finish = "length"
-                    elif st.steps >= max_steps:
-                        st.finish, st.error = "error", "no progress"
-                ready = [st for st in ready if st.finish is None]
-                if ready:  # ONE batched call for every trajectory that is generating
-                    t0 = time.perf_counter()
-                    gens = policy.generate([loop.request(st) for st in ready])
-                    seconds = time.perf_counter() - t0
-                    if len(gens) != len(ready):
-                        raise RuntimeError(f"policy {policy.name!r} returned {len(gens)} generations "
-                                           f"for {len(ready)} requests")
-                    for st, gen in zip(ready, gens, strict=True):
-                        loop.absorb(st, gen, seconds)
-                still = []
-                for st in active:  # finished trajectories give their sandbox back first
-                    (finish if st.finish is not None else still.append)(st)
-                active = still
-                for st in active:  # start the code of trajectories that stopped at </code>
-                    if st.pending_code is not None and st.index not in busy and loop.can_run(st):
-                        running[threads.submit(loop.run_code, st)] = st
-                        busy.add(st.index)
-                if active and not any(st.pending_code is None for st in active):
-                    if not running:
-                        raise RuntimeError("rollout loop stalled: trajectories wait for sandboxes none of them holds")
-                    wait(running, return_when=FIRST_COMPLETED)  # nothing to generate until code returns
+        results = _in_own_thread(lambda: _run_all(loop, states, window=max_in_flight, bar=bar, on_finish=on_finish,
+                                                  max_steps=budget + max_code_calls + 2))
     finally:
-        for st in active:
-            loop.release(st)
         bar.close()
         if own_pool is not None:
             own_pool.close()
     return [t for t in results if t is not None]
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    return progress.bar(total, desc or "trajectories", enabled=enabled, unit="trajectories", leave=False)

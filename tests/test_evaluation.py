@@ -15,6 +15,7 @@ from dualdistill.loaders import load_source
 from dualdistill.metrics import summarize
 from dualdistill.policy import Generation, GenerationRequest, Policy
 from dualdistill.problem import Problem
+from dualdistill.sampling import Sampling
 from dualdistill.store import JsonlStore
 
 from .conftest import SHARED_FILES
@@ -80,10 +81,10 @@ def pool():
     p.close()
 
 
-def evaluate(policy, problems, store, pool, **kw):
+def evaluate(policy, problems, store, pool, *, temperature=0.6, **kw):
     args = dict(model_name="replayer", benchmark="aime2025", budget_name="S", budget=4096, samples=2,
-                temperature=0.6, tools=True, max_code_calls=4, sandbox_pool=pool, store=store, seed=0,
-                progress=False)
+                sampling=Sampling(backend="replay", temperature=temperature), tools=True, max_code_calls=4,
+                sandbox_pool=pool, store=store, progress=False)
     args.update(kw)
     return evaluation.evaluate_model(policy, problems, **args)
 
@@ -268,11 +269,13 @@ def test_eval_hash_and_model_fingerprint(tmp_path):
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"x" * 10)
     pcfg = PolicyConfig(backend="hf", model=str(model))
-    base = dict(budget=4096, temperature=0.6, tools=True, max_code_calls=10, seed=0)
+    base = dict(budget=4096, sampling=Sampling(backend="hf", temperature=0.6), tools=True, max_code_calls=10)
     h = evaluation.eval_hash(pcfg, **base)
     assert h == evaluation.eval_hash(pcfg, **base)
     assert h == evaluation.eval_hash(pcfg.model_copy(update={"max_concurrency": 99}), **base)  # runtime knob
     assert h != evaluation.eval_hash(pcfg, **{**base, "budget": 512})
+    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": Sampling(backend="hf", temperature=0.6, top_p=0.95)})
+    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": Sampling(backend="vllm", temperature=0.6)})
     assert h != evaluation.eval_hash(pcfg, **base, benchmark_version="2")
     assert h != evaluation.eval_hash(pcfg, **base, prompt_style="compact")
     fp = model_fingerprint(model)

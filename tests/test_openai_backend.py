@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from dualdistill import formatting
-from dualdistill.backends.openai_api import OpenAIPolicy, infer_stop, reasoning_to_text, split_r1_prompt
+from dualdistill.backends.chat_text import infer_stop, reasoning_to_text, split_r1_prompt
+from dualdistill.backends.openai_api import OpenAIPolicy
 from dualdistill.config import PolicyConfig
 from dualdistill.policy import GenerationRequest, build_policy
 

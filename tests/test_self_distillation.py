@@ -358,18 +358,22 @@ def make_cfg(tmp_path: Path, n: int = 6, k: int = 4, **sd) -> object:
 
 def test_sampling_resumes_only_missing_samples(tmp_path):
     k, n = 4, 6
-    cfg = make_cfg(tmp_path, n=n, k=k)
+    cfg = make_cfg(tmp_path, n=n, k=k, max_in_flight=5)
+    interrupted = FakeStudent(k, fail_on=3)
     with pytest.raises(RuntimeError, match="interrupted"):
-        sample_student(cfg, policy=FakeStudent(k, fail_on=3), progress=False, chunk_size=5)
+        sample_student(cfg, policy=interrupted, progress=False)
     store = JsonlStore(cfg.run_dir / "self_distill" / "samples.jsonl")
     first = store.read()
-    assert len(first) == 10  # two chunks of 5 finished before the interruption
+    # every trajectory that ended before the interruption is on disk, graded; at most 5 were in flight
+    assert len(first) == len(interrupted.seen) and 0 < len(first) < n * k
+    assert {(r["problem"]["id"], r["sample"]) for r in first} == set(interrupted.seen)
+    assert all(isinstance(r["correct"], bool) and r["grade_status"] for r in first)
 
     again = FakeStudent(k)
-    records = sample_student(cfg, policy=again, progress=False, chunk_size=5)
+    records = sample_student(cfg, policy=again, progress=False)
     all_pairs = {(f"whole_training_set/{i}", s) for i in range(n) for s in range(k)}
     done_first = {(r["problem"]["id"], r["sample"]) for r in first}
-    assert set(again.seen) == all_pairs - done_first and len(again.seen) == n * k - 10
+    assert set(again.seen) == all_pairs - done_first and len(again.seen) == n * k - len(first)
     keys = [r["key"] for r in store.read()]
     assert len(keys) == len(set(keys)) == n * k  # no duplicates
     assert len(records) == n * k

@@ -28,7 +28,7 @@ import re
 from typing import Any, Protocol
 
 from dualdistill import formatting
-from dualdistill.backends.openai_api import cut_at_stop, problem_text, split_r1_prompt
+from dualdistill.backends.chat_text import cut_at_stop, problem_text, split_r1_prompt
 from dualdistill.formatting import Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
 

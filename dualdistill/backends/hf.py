@@ -3,13 +3,14 @@
     policy = HFPolicy(PolicyConfig(backend="hf", model="outputs/smoke/models/S1"))
     [gen] = policy.generate([GenerationRequest(prompt, max_new_tokens=64, stop=["</code>"])])
 
-Requests with the same temperature are sorted by prompt length and sent in chunks of
-``cfg.max_concurrency``. Each row stops on its own: at EOS (``finish_reason="eos"``; the EOS token is
+Requests with the same sampling settings are sorted by prompt length and sent in chunks of
+``cfg.max_concurrency``; a request's ``prompt_ids`` (token in, token out), when given, are used as
+they are instead of encoding its text. Each row stops on its own: at EOS (``finish_reason="eos"``; the EOS token is
 counted in ``n_tokens`` but not returned), at a stop string (``"stop"``: the text is cut before the
 first stop string, which is dropped, as in vLLM; ``token_ids`` run up to the token that completes
 it), or at its own ``max_new_tokens`` / the model's context (``"length"``). Temperature 0 is greedy;
-otherwise plain sampling (top-k and top-p off, like vLLM's defaults) unless ``cfg.extra`` gives
-other ``generate`` keyword arguments. One seed per chunk: the first request's seed, else the policy's.
+otherwise sampling with the request's ``top_p`` and ``top_k`` (-1: off) — the same settings every
+backend sends — unless ``cfg.extra`` gives other ``generate`` keyword arguments. One seed per chunk: the first request's seed, else the policy's.
 A chunk that fails (e.g. out of memory) returns ``finish_reason="error"`` for its requests.
 """
 
@@ -110,6 +111,11 @@ class HFPolicy(Policy):
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.generate_kwargs = dict(cfg.extra)
 
+    @property
+    def max_batch(self) -> int:
+        """Rows per ``generate`` call: what the tool loop's micro-batcher sends at most at once."""
+        return self.cfg.max_concurrency
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
@@ -122,9 +128,9 @@ class HFPolicy(Policy):
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         out: list[Generation | None] = [None] * len(requests)
-        groups: dict[float, list[tuple[int, list[int], int]]] = {}
+        groups: dict[tuple[float, float, int], list[tuple[int, list[int], int]]] = {}
         for i, req in enumerate(requests):
-            ids = self.tokenizer.encode(req.prompt, add_special_tokens=False)
+            ids = req.prompt_ids if req.prompt_ids is not None else self.tokenizer.encode(req.prompt, add_special_tokens=False)
             room = req.max_new_tokens
             if self.max_positions:
                 room = min(room, self.max_positions - len(ids))
@@ -135,14 +141,14 @@ class HFPolicy(Policy):
             if room <= 0:
                 out[i] = Generation("", "length", 0, token_ids=[])
                 continue
-            groups.setdefault(float(req.temperature), []).append((i, ids, room))
+            groups.setdefault((float(req.temperature), float(req.top_p), int(req.top_k)), []).append((i, ids, room))
         size = self.cfg.max_concurrency
-        for temperature, rows in groups.items():
+        for sampling, rows in groups.items():
             rows.sort(key=lambda r: len(r[1]))
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
                 try:
-                    gens = self._generate_chunk([requests[i] for i, _, _ in chunk], chunk, temperature)
+                    gens = self._generate_chunk([requests[i] for i, _, _ in chunk], chunk, *sampling)
                 except Exception as err:  # a failing chunk must not take the whole call down
                     log.warning("hf generate failed for %d requests: %r", len(chunk), err)
                     gens = [Generation("", "error", 0, error=f"{type(err).__name__}: {err}") for _ in chunk]
@@ -151,7 +157,7 @@ class HFPolicy(Policy):
         return [g for g in out if g is not None]
 
     def _generate_chunk(self, reqs: list[GenerationRequest], rows: list[tuple[int, list[int], int]],
-                        temperature: float) -> list[Generation]:
+                        temperature: float, top_p: float, top_k: int) -> list[Generation]:
         import torch
 
         width = max(len(ids) for _, ids, _ in rows)
@@ -167,7 +173,7 @@ class HFPolicy(Policy):
             torch.manual_seed(seed)
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": max(top_k, 0), "top_p": top_p}
         sampling.update(self.generate_kwargs)
         with torch.inference_mode():
             output = self.model.generate(

@@ -30,7 +30,11 @@ hf and vllm backends the final EOS id is dropped at ``"eos"``. A prompt that sta
 BOS text is sent to vLLM with ``add_special_tokens: false`` (no second BOS).
 
 Requests run on one background asyncio loop (``AsyncOpenAI``) with at most ``cfg.max_concurrency``
-in flight. Each attempt is capped at ``cfg.request_timeout`` seconds (client timeout *and* a hard
+in flight. The tool loop sends one request per trajectory the moment it is ready (``agenerate``;
+``async_native``): size ``max_concurrency`` to what the server batches (a local vLLM server: its
+``--max-num-seqs``). Sampling is sent explicitly (``temperature``, ``top_p``, ``top_k`` for vLLM,
+``seed``), so a vLLM server never falls back on the model's ``generation_config``. Token in, token
+out: with a vLLM server and a request that carries ``prompt_ids``, the prompt is sent as those ids. Each attempt is capped at ``cfg.request_timeout`` seconds (client timeout *and* a hard
 ``asyncio.wait_for``), and retried with exponential backoff (tenacity; ``Retry-After`` honoured) on
 429, 408/409/5xx, timeouts, connection errors and garbage (non-JSON, no ``choices``), up to
 ``cfg.max_retries`` times. Other 4xx are not retried. An item that keeps failing comes back as
@@ -57,7 +61,14 @@ from functools import partial
 from typing import Any
 
 from dualdistill import formatting
-from dualdistill.formatting import Segment
+from dualdistill.backends.chat_text import (
+    cut_at_stop,
+    infer_stop,
+    problem_text,
+    reasoning_to_text,
+    split_r1_prompt,
+    strip_prefill,
+)
 from dualdistill.policy import Generation, GenerationRequest, Policy
 
 log = logging.getLogger(__name__)
@@ -81,93 +92,11 @@ def _import_openai() -> Any:
     return openai
 
 
-def split_r1_prompt(prompt: str) -> tuple[str | None, str | None, str]:
-    """``(system, problem, completion_so_far)`` of an r1-format prompt (inverse of
-    :func:`formatting.build_prompt` + completion); ``(None, None, prompt)`` when it has no r1 tags."""
-    u = prompt.find(formatting.USER_TAG)
-    a = prompt.find(formatting.ASSISTANT_TAG, u + 1) if u != -1 else -1
-    if u == -1 or a == -1:
-        return None, None, prompt
-    system = prompt[:u].removeprefix(formatting.BOS_TOKEN)
-    return system, prompt[u + len(formatting.USER_TAG) : a], prompt[a + len(formatting.ASSISTANT_TAG) :]
-
-
-def problem_text(request: GenerationRequest) -> str | None:
-    problem = request.context.get("problem")
-    if problem is None:
-        return None
-    if isinstance(problem, dict):
-        return problem.get("problem")
-    return getattr(problem, "problem", None)
-
-
-def reasoning_to_text(reasoning: str | None, content: str | None, finish_reason: str) -> str:
-    """Tag text of a chat answer with separate reasoning (DeepSeek ``reasoning_content``).
-
-    A generation cut by the token limit keeps its last block open (no invented closing tags)."""
-    content = content or ""
-    if not reasoning:
-        return content
-    if finish_reason == "length" and not content.strip():
-        return "<think>\n" + reasoning.strip("\n")
-    text = formatting.render([Segment("think", reasoning.strip("\n"))])
-    if formatting.TAG_RE.search(content):  # the model wrote its own tags
-        return text + content
-    if not content.strip():
-        return text
-    if finish_reason == "length":
-        return text + "<answer>\n" + content.strip("\n")
-    return text + formatting.render([Segment("answer", content.strip())])
-
-
-def strip_prefill(text: str, so_far: str) -> str:
-    """Cut what the prompt already holds (e.g. the prefilled ``<think>\\n``) off a fresh chat answer."""
-    if not so_far:
-        return text
-    if text.startswith(so_far):
-        return text[len(so_far) :]
-    head = so_far.strip()
-    body = text.lstrip()
-    if head and body.startswith(head):
-        return body[len(head) :].removeprefix("\n")
-    return text
-
-
-def apply_stops(text: str, stops: list[str]) -> tuple[str, str | None]:
-    """``text`` cut before the earliest stop string, and that string (``None`` when none occurs)."""
-    hits = [(text.find(s), s) for s in stops if s and s in text]
-    if not hits:
-        return text, None
-    pos, stop = min(hits)
-    return text[:pos], stop
-
-
-def cut_at_stop(gen: Generation, stops: list[str]) -> Generation:
-    """Apply stop strings client-side to text the server did not write itself (tags added around
-    reasoning, CodeAct fences turned into tags): as if the server had stopped there."""
-    text, stop = apply_stops(gen.text, stops)
-    if stop is None:
-        return gen
-    gen.text, gen.finish_reason, gen.stop, gen.token_ids = text, "stop", stop, None
-    gen.extra["stop_applied_client_side"] = True
-    return gen
-
-
-def infer_stop(text: str, stops: list[str]) -> str | None:
-    """Which closing-tag stop string a server without ``stop_reason`` most likely hit: the one whose
-    opening tag is still open at the end of ``text``."""
-    for stop in stops:
-        if stop.startswith("</") and stop.endswith(">"):
-            opening = "<" + stop[2:]
-            if text.rfind(opening) > text.rfind(stop):
-                return stop
-    return None
-
-
 class OpenAIPolicy(Policy):
     """Continues prompts through an OpenAI-compatible HTTP server (see the module docstring)."""
 
     name = "openai"
+    async_native = True
 
     def __init__(self, cfg: Any, *, tokenizer: Any = None, seed: int | None = None, **kw: Any) -> None:
         unknown = set(cfg.extra) - EXTRA_KEYS
@@ -190,11 +119,13 @@ class OpenAIPolicy(Policy):
         self.extra_body = dict(cfg.extra.get("extra_body") or {})
         self._server = cfg.extra.get("server", "auto")
         self._tokenize_ok: bool | None = None
+        self._discovered = False
+        self._discover_error: str | None = None
+        self._http: Any = None  # one httpx client for /tokenize (connections reused)
         self._warned_estimate = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
-        self._sem: asyncio.Semaphore | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]] = {}  # per event loop
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "errors": 0}
 
@@ -220,13 +151,22 @@ class OpenAIPolicy(Policy):
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result(timeout)  # type: ignore[arg-type]
 
     def _get_client(self) -> Any:
-        if self._client is None:  # created on the loop thread, used only there
+        """The client of the running event loop (an HTTP client belongs to one loop): the tool loop's
+        own when it awaits :meth:`agenerate`, this policy's background loop for :meth:`generate`."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
             openai = _import_openai()
-            self._client = openai.AsyncOpenAI(
+            client = openai.AsyncOpenAI(
                 api_key=self._api_key, base_url=self.base_url, timeout=self.cfg.request_timeout, max_retries=0
             )
-            self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        return self._client
+            self._clients[loop] = (client, asyncio.Semaphore(self.cfg.max_concurrency))
+        return self._clients[loop][0]
+
+    async def release_loop(self) -> None:
+        """Close the running loop's client (the tool loop calls this before its loop ends)."""
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].close()
 
     def _http_get_json(self, url: str) -> Any:
         import httpx
@@ -275,6 +215,29 @@ class OpenAIPolicy(Policy):
             return [Generation("", "error", 0, error=f"overall timeout of {self.overall_timeout} s reached")
                     for _ in requests]
 
+    @property
+    def remote_count(self) -> bool:  # type: ignore[override]
+        """Without a local tokenizer, counting asks the server's /tokenize."""
+        return self.tokenizer is None and self._tokenize_ok is not False
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """One request, on the caller's event loop (no thread hop between the tool loop and HTTP)."""
+        if not self._discovered:
+            await asyncio.get_running_loop().run_in_executor(None, self._discover_or_error)
+        if self._discover_error is not None:
+            return Generation("", "error", 0, error=self._discover_error)
+        self._get_client()
+        gen = await self._one(request)
+        self.stats["errors"] += gen.finish_reason == "error"
+        return gen
+
+    def _discover_or_error(self) -> None:
+        try:
+            self._discover()
+        except Exception as err:  # noqa: BLE001 - reported per item, never raised
+            self._discover_error = str(err)
+        self._discovered = True
+
     async def _generate_all(self, requests: list[GenerationRequest]) -> list[Generation]:
         self._get_client()
         tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
@@ -311,7 +274,7 @@ class OpenAIPolicy(Policy):
     async def _with_retries(self, call: Callable[[], Awaitable[Generation]]) -> Generation:
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-        assert self._sem is not None
+        sem = self._clients[asyncio.get_running_loop()][1]
         expo_cap = self.backoff_max
 
         def wait(state: Any) -> float:
@@ -328,29 +291,35 @@ class OpenAIPolicy(Policy):
             before_sleep=before_sleep, reraise=True,
         ):
             with attempt:
-                async with self._sem:  # held only while a request is in flight, not while backing off
+                async with sem:  # held only while a request is in flight, not while backing off
                     self.stats["requests"] += 1
                     return await asyncio.wait_for(call(), timeout=self.cfg.request_timeout)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- completions ---------------------------------------------------------------------------
     def _common(self, request: GenerationRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": request.max_new_tokens, "temperature": request.temperature}
+        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": request.max_new_tokens,
+                                  "temperature": request.temperature, "top_p": request.top_p}
         if request.stop:
             kwargs["stop"] = list(request.stop)
         seed = request.seed if request.seed is not None else self.seed
         if seed is not None:
             kwargs["seed"] = seed
         body = dict(self.extra_body)
+        if self.is_vllm:  # other servers (OpenAI, DeepSeek) have no top_k
+            body.setdefault("top_k", request.top_k)
         if self.cfg.extra.get("return_token_ids", self.is_vllm):
             body.setdefault("return_token_ids", True)
         return kwargs, body
 
     async def _completion_call(self, request: GenerationRequest) -> Generation:
         kwargs, body = self._common(request)
-        if self.is_vllm and request.prompt.startswith(formatting.BOS_TOKEN):
+        prompt: str | list[int] = request.prompt
+        if self.is_vllm and request.prompt_ids is not None:
+            prompt = list(request.prompt_ids)  # token in: exactly the ids sampled and inserted so far
+        elif self.is_vllm and request.prompt.startswith(formatting.BOS_TOKEN):
             body.setdefault("add_special_tokens", False)  # the prompt already has its BOS
-        resp = await self._get_client().completions.create(prompt=request.prompt, extra_body=body or None, **kwargs)
+        resp = await self._get_client().completions.create(prompt=prompt, extra_body=body or None, **kwargs)
         choice = _first_choice(resp)
         text = getattr(choice, "text", None)
         if not isinstance(text, str):
@@ -470,11 +439,12 @@ class OpenAIPolicy(Policy):
             try:
                 import httpx
 
-                r = httpx.post(
+                if self._http is None:
+                    self._http = httpx.Client(timeout=min(self.cfg.request_timeout, 30.0))
+                r = self._http.post(
                     f"{self.root_url}/tokenize",
                     json={"model": self.model, "prompt": text, "add_special_tokens": False},
                     headers={"Authorization": f"Bearer {self._api_key}"},
-                    timeout=min(self.cfg.request_timeout, 30.0),
                 )
                 r.raise_for_status()
                 data = r.json()
@@ -496,15 +466,17 @@ class OpenAIPolicy(Policy):
         return math.ceil(len(text) / 4)
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         loop, self._loop = self._loop, None
         if loop is None:
             return
-        if self._client is not None:
+        if loop in self._clients:
             try:
-                asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(10)
+                asyncio.run_coroutine_threadsafe(self.release_loop(), loop).result(10)
             except Exception:  # noqa: BLE001
                 pass
-            self._client = None
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
