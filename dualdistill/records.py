@@ -103,7 +103,7 @@ class SampleRecord:
     problem: dict[str, Any]  # Problem.to_dict()
     sample: int
     trajectory: dict[str, Any]  # Trajectory.to_dict()
-    correct: bool
+    correct: bool  # the project's strict grade (grading.grade)
     grade_status: str = "ok"  # grading.GradeResult.status: ok | no_answer | timeout | error
     status: str = "ok"  # failed: the policy failed (finish reason "error")
     error: str | None = None
@@ -113,6 +113,7 @@ class SampleRecord:
     benchmark_version: str = "custom"
     config_hash: str = ""
     sampling: dict[str, Any] = field(default_factory=dict)  # temperature, seed, ... as sent
+    official_correct: bool | None = None  # official.verdict: the official compute_score's (None: no verdict)
 
     @classmethod
     def from_trajectory(cls, traj: Trajectory, *, problem: Problem | dict[str, Any], correct: bool,

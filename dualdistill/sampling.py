@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dualdistill import progress
+from dualdistill import official, progress
 from dualdistill.grading import grade_many
 from dualdistill.policy import Policy
 from dualdistill.problem import Problem
@@ -96,4 +96,5 @@ def record(job: SampleJob, traj: Any, settings: SampleSettings, *, correct: bool
         sample=job.sample, grade_status=grade_status, tools=settings.tools,
         benchmark_version=settings.benchmark_version, config_hash=settings.config_hash,
         sampling={"temperature": settings.temperature, "seed": settings.seed},
+        official_correct=official.verdict(traj.completion, job.problem.answer),  # official-comparable score
     ).to_dict()
