@@ -93,6 +93,11 @@ class RunPaths:
         """Files beside T1: stats.csv, dropped.jsonl, config.yaml."""
         return self.root / "t1" / name
 
+    @property
+    def t1_official(self) -> Path:
+        """T1 in the official format (``problem``, ``answer``, ``synthetic_data``): what sft/train.py reads."""
+        return self.root / "t1" / "official.jsonl"
+
     def baseline_data(self, name: str) -> Path:
         return self.root / "baselines" / f"{name}.jsonl"
 
@@ -108,6 +113,11 @@ class RunPaths:
     @property
     def t2(self) -> Path:
         return self.root / "t2" / "examples.jsonl"
+
+    @property
+    def t2_official(self) -> Path:
+        """T2 in the official format, as :attr:`t1_official`."""
+        return self.root / "t2" / "official.jsonl"
 
     @property
     def t2_selection(self) -> Path:

@@ -121,9 +121,11 @@ class StudentConfig(Strict):
     batch_size: int = Field(
         32, ge=1, description="sampling S0/S1/S2: batch size (hf, vllm) or requests in flight (openai)"
     )
-    prompt_style: Literal["r1", "compact"] = Field(
-        "r1", description="the student's prompt (training and evaluation): the project's r1 system text, or its short "
-        "one for small students (formatting.PROMPT_STYLES)"
+    prompt_style: Literal["r1", "compact", "official"] = Field(
+        "r1", description="the student's prompt: the project's r1 system text, or its short one for small students "
+        "(formatting.PROMPT_STYLES), the same in training and sampling; or official: the official training prompt "
+        "(sft/dataloader.py) for training and the official evaluation prompt (sft/evaluate.py) for sampling and "
+        "evaluation, as the paper did (formatting.sampling_prompt)"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tiny: TinyModelConfig | None = Field(None, description="sizes of the tiny model when model == 'tiny'")
@@ -152,14 +154,43 @@ class SandboxConfig(Strict):
 
 
 # --- composition and training -------------------------------------------------------------------
+class ReleasedT1Config(Strict):
+    """The paper's released T1 (Hugging Face dataset ``VanishD/DualDistill``) as stage 02's T1."""
+
+    path: str = Field("VanishD/DualDistill", description="HF dataset id, local dataset directory (save_to_disk) "
+                      "or JSON/JSONL/parquet file")
+    split: str = Field("train", description="HF split")
+    problem_field: str = Field("problem", description="column with the problem text (official dataloader: problem)")
+    text_field: str = Field("synthetic_data", description="column with the trajectory after '<｜Assistant｜>' in "
+                            "the official format (official dataloader: synthetic_data)")
+    answer_field: str | None = Field(None, description="column with the answer; None: the first of answer, "
+                                     "final_answer, ground_truth present (the rows need none)")
+    limit: int | None = Field(None, ge=1, description="keep the first N rows")
+
+
 class CompositionConfig(Strict):
     transitions: dict[str, str] = Field(
         default_factory=lambda: dict(formatting.DEFAULT_TRANSITIONS),
-        description="'<fix|verify>:<text_to_code|code_to_text>' -> sentence",
+        description="'<fix|verify>:<text_to_code|code_to_text>' -> sentence (verify:text_to_code is the project's own: "
+        "the official code has no verify sentence for that direction)",
+    )
+    transition_style: Literal["project", "official"] = Field(
+        "project", description="project: a transition is a line of its own between the attempts; official: where "
+        "the official data has it — a code→text (or verify) sentence opens a new think block, a text→code sentence "
+        "ends the first attempt's think block — and T1/T2 are trained on the official rendering"
     )
     balance: Literal["subset_equal", "none"] = Field(
-        "subset_equal", description="subset_equal: as many examples from each subset as the smallest has"
+        "subset_equal", description="subset_equal: as many examples from each group (balance_by) as the smallest "
+        "has; a single group is a warning (nothing balanced)"
     )
+    balance_by: Literal["subset", "outcome"] = Field(
+        "subset", description="the groups balanced: subset = the problems' subset label (from the data: "
+        "DataSource.subset or field_map.subset); outcome = the teachers' outcomes: agent right and text wrong "
+        "→ agentic, text right and agent wrong → reasoning, both right → neutral (kept whole, not balanced)"
+    )
+    released: ReleasedT1Config | None = Field(
+        None, description="T1 = the paper's released data (official format) instead of composing stage 01's "
+        "rollouts; not balanced (it is the paper's final T1)")
     max_per_case: dict[str, int] = Field(default_factory=dict, description="cap per case: '01', '11', '10'")
     max_per_first_teacher: dict[str, int] = Field(default_factory=dict, description="cap per first teacher: text|agent")
     baseline_fill: bool = Field(
@@ -288,6 +319,13 @@ class RunConfig(Strict):
         default_factory=dict, description="extra SFT baselines: name -> teacher whose traces only are used"
     )
     source: str | None = Field(None, description="the params file this config came from (set by the loader)")
+
+    @model_validator(mode="after")
+    def _released(self) -> RunConfig:
+        if self.composition.released is not None and self.baselines:
+            raise ValueError("baselines are trained on teacher rollouts, which a run with composition.released "
+                             "does not make: remove baselines or composition.released")
+        return self
 
     @property
     def run_dir(self) -> Path:

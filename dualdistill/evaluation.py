@@ -102,7 +102,7 @@ def evaluate_model(
                       max_code_calls=max_code_calls, seed=seed, benchmark_version=version, sandbox=sandbox,
                       prompt_style=prompt_style)
     jobs = [SampleJob(record_key(model_name, benchmark, budget_name, p.id, s, chash), p, s,
-                      formatting.build_prompt(p.problem, code=tools, style=prompt_style))
+                      formatting.sampling_prompt(p.problem, code=tools, style=prompt_style))
             for p in problems for s in range(samples)]
     settings = SampleSettings(model=model_name, benchmark=benchmark, budget_name=budget_name, budget=budget,
                               temperature=temperature, max_code_calls=max_code_calls, tools=tools, seed=seed,

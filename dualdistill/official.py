@@ -31,7 +31,8 @@ stripped of surrounding whitespace.
   writes after its 10th call has ``meta["cap_notice"] = True``.
 
 Segments without ``pre``/``post`` (built in code) render canonically: ``<kind>\\n{text}\\n</kind>\\n``
-for blocks, the pieces of one think block joined by a blank line, bare segments as ``{text}\\n``.
+for blocks (a final answer block ends at ``</answer>``, where the official dataloader cuts), the pieces
+of one think block joined by a blank line, bare segments as ``{text}\\n``.
 
 Writing: :func:`place_transitions` turns project-format segments (a transition is a line between
 blocks) into the official placement, :func:`validate` checks the official layout (no line outside a
@@ -230,7 +231,10 @@ def _default_post(segments: list[Segment], i: int) -> str:
         last = i == len(segments) - 1 or segments[i + 1].meta.get("block") != block
         return ("" if seg.meta.get("open") else "\n</think>\n") if last else "\n\n"
     if seg.kind in BLOCK_KINDS:
-        return "" if seg.meta.get("open") else f"\n</{seg.kind}>\n"
+        if seg.meta.get("open"):
+            return ""
+        final_answer = seg.kind == "answer" and i == len(segments) - 1
+        return f"\n</{seg.kind}>" + ("" if final_answer else "\n")
     return "\n"
 
 

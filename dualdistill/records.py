@@ -67,12 +67,16 @@ class TrainingExample:
     student_sample: int | None = None  # T2: which sample of S1
     teacher_solution: int | None = None  # T2: which text-teacher solution
     replay: bool = False  # a T1 example replayed in S2's training data
+    text_format: str = "project"  # how the segments render to training text: project | official
+    group: str | None = None  # T1: the balancing group it was counted in (composition.balance_by)
+    problem_text: str | None = None  # the problem as stated (official export: the "problem" column)
 
     @classmethod
     def build(cls, problem: Problem | dict[str, Any], **kw: Any) -> TrainingExample:
         """An example of ``problem``: its id, subset, family and answer filled in."""
         p = _problem_dict(problem)
-        base = {"problem_id": p["id"], "subset": p.get("subset"), "family": p.get("family"), "answer": p.get("answer")}
+        base = {"problem_id": p["id"], "subset": p.get("subset"), "family": p.get("family"), "answer": p.get("answer"),
+                "problem_text": p.get("problem")}
         return cls(**{**base, **kw})
 
     def to_dict(self) -> dict[str, Any]:

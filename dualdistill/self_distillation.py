@@ -35,6 +35,7 @@ from dualdistill.artifacts import (
 )
 from dualdistill.config import PolicyConfig, RunConfig
 from dualdistill.entry import stage
+from dualdistill.official_data import export_official
 from dualdistill.policy import Policy, build_policy
 from dualdistill.problem import Problem
 from dualdistill.sampling import SampleJob, SampleSettings, pending, sample_and_record
@@ -91,7 +92,7 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
     paths = RunPaths.of(cfg)
     store = JsonlStore(paths.sd_samples)
     jobs = [SampleJob(record_key(MODEL, p.id, s, chash), p, s,
-                      formatting.build_prompt(p.problem, code=True, style=cfg.student.prompt_style))
+                      formatting.sampling_prompt(p.problem, code=True, style=cfg.student.prompt_style))
             for p in problems for s in range(sd.k)]
     settings = SampleSettings(model=MODEL, benchmark=BENCHMARK, budget_name=BUDGET_NAME, budget=sd.budget,
                               temperature=sd.temperature, max_code_calls=sd.max_code_calls, seed=sd.seed,
@@ -139,7 +140,7 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
         group_by_problem(records), load_teacher_solutions(cfg, problems),
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
-        prompt_style=cfg.student.prompt_style,
+        prompt_style=cfg.student.prompt_style, transition_style=cfg.composition.transition_style,
     )
 
 
@@ -217,6 +218,7 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     examples, report = select_from_cache(cfg, records, problems)
     paths = RunPaths.of(cfg)
     write_jsonl(paths.t2, examples)
+    summary["official_export"] = export_official(examples, paths.t2_official)
     cfg.save(paths.t2.with_name("config.yaml"))
     write_json(paths.t2_selection, report)
     summary.update(

@@ -61,8 +61,10 @@ RESUMABLE_CHANGES = ("max_steps", "num_train_epochs", "save_steps", "save_total_
 
 # --- hashing -------------------------------------------------------------------------------------
 def data_hash(examples: list[dict]) -> str:
-    """Hash of what training reads from the examples (prompt, segments with meta, mask flag)."""
+    """Hash of what training reads from the examples (prompt, segments with meta, mask flag, and the
+    text format where it is not the project's)."""
     return stable_hash([[e.get("prompt"), e.get("segments"), bool(e.get("mask_until_first_transition"))]
+                        + ([e["text_format"]] if e.get("text_format", "project") != "project" else [])
                         for e in examples])
 
 
@@ -85,7 +87,7 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, sft: SFTConfig, *, p
         enc = tokenize_with_labels(
             tokenizer, prompt, segments,
             mask_until_first_transition=bool(ex.get("mask_until_first_transition", False)),
-            max_length=None, eos=True,
+            max_length=None, eos=True, text_format=ex.get("text_format") or "project",
         )
         ids, labels = list(enc["input_ids"]), list(enc["labels"])
         if len(ids) != len(labels):

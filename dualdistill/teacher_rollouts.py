@@ -381,9 +381,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 @stage("01")
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Stage 01: prepare the student (the tiny build), roll out both teachers, and — in the embedded
-    world — the stage-0 text-teacher traces. Resumable; returns the three summaries."""
+    world — the stage-0 text-teacher traces. Resumable; returns the three summaries. With
+    ``composition.released`` (T1 = the paper's data) there is nothing for the teachers to do."""
     out: dict[str, Any] = {"student": prepare_student(cfg)}
-    out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
+    if cfg.composition.released is not None:  # T1 is the paper's data: no teacher has to answer
+        log.info("teacher rollouts skipped: T1 comes from the released data (composition.released)")
+        out["teacher_rollouts"] = {"skipped": "composition.released: T1 is the paper's released data"}
+    else:
+        out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
     if cfg.world is not None:
         out["stage0"] = run_stage0_rollouts(cfg, progress=progress)
     return out
