@@ -19,7 +19,7 @@ from typing import Any
 
 from dualdistill.config import RunConfig
 from dualdistill.hashing import stable_hash
-from dualdistill.loaders import load_sources
+from dualdistill.loaders import train_problems
 from dualdistill.problem import Problem
 from dualdistill.stages import BY_NUMBER, Stage
 from dualdistill.store import JsonlStore, read_json, read_jsonl, write_json
@@ -269,8 +269,9 @@ def t1_examples(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def self_distill_problems(cfg: RunConfig) -> list[Problem]:
-    """The problems of self-distillation: ``data.train``, capped by ``self_distill.max_problems``."""
-    problems = load_sources(cfg.data.train, world=cfg.world)
+    """The problems of self-distillation: ``data.train`` without the near-duplicates of the test sets
+    (``loaders.train_problems``, as for teacher rollouts), capped by ``self_distill.max_problems``."""
+    problems, _ = train_problems(cfg.data, cfg.world)
     if not problems:
         raise ValueError("data.train is empty: self-distillation needs training problems")
     cap = cfg.self_distill.max_problems

@@ -29,6 +29,21 @@ class Strict(BaseModel):
 
 
 # --- data -------------------------------------------------------------------------------------
+class JoinSource(Strict):
+    """Fields of another dataset added to a source's problems, matched by the exact problem text
+    (how the official code paired its 985-problem list with DeepMath-103K's R1 solutions)."""
+
+    path: str = Field(description="HF dataset id, local dataset directory (save_to_disk) or JSON/JSONL/parquet file")
+    split: str = Field("train", description="HF split")
+    on: str = Field("question", description="field of the joined rows that holds the problem text")
+    fields: list[str] = Field(
+        default_factory=lambda: ["r1_solution_1", "r1_solution_2", "r1_solution_3"],
+        description="fields copied into each matched problem's meta (e.g. the recorded R1 solutions)",
+    )
+    on_missing: Literal["error", "keep"] = Field(
+        "error", description="a problem without a matching row: raise (naming it), or keep it without the fields")
+
+
 class DataSource(Strict):
     """One source of problems."""
 
@@ -47,6 +62,7 @@ class DataSource(Strict):
     n: int | None = Field(None, ge=1, description="synthetic: number of problems")
     families: list[str] | None = Field(None, description="synthetic: families to draw (default all)")
     subset: str | None = Field(None, description="subset label given to every problem of this source")
+    join: JoinSource | None = Field(None, description="add fields of another dataset, matched by problem text")
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSource:

@@ -118,11 +118,12 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
 
 # --- text-teacher solutions (the feedback) -------------------------------------------------------------
 def load_teacher_solutions(cfg: RunConfig, problems: list[Problem]) -> dict[str, list]:
-    """Text-teacher solutions: stage 01's rollouts where present, else recorded replays in the
-    problems' meta (fields of ``teachers.text.replay_fields``)."""
+    """Text-teacher solutions of ``problems`` (and of no other problem): stage 01's rollouts where
+    present, else recorded replays in the problems' meta (fields of ``teachers.text.replay_fields``)."""
     out: dict[str, list] = {}
+    wanted = {p.id for p in problems}
     if RunPaths.of(cfg).teacher_rollouts.exists():
-        out = teacher_solutions_from_records(teacher_records(cfg))
+        out = {pid: sols for pid, sols in teacher_solutions_from_records(teacher_records(cfg)).items() if pid in wanted}
     missing = [p for p in problems if p.id not in out]
     fields = cfg.teachers.text.replay_fields
     if missing and any(f in p.meta for p in missing for f in fields):
