@@ -230,7 +230,21 @@ class CompositionConfig(Strict):
         return self
 
 
+# what recipe "official" fixes (sft/train.py, script/sft_script/*.sh): field -> value. Gradient
+# checkpointing (on in the official run) changes memory and time, not the numbers: left to the params.
+OFFICIAL_SFT = {"method": "full", "weight_decay": 0.01, "lr_scheduler_type": "constant", "warmup_ratio": 0.0,
+                "max_grad_norm": 1.0, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+                "bf16": False, "packing": False, "padding_free": False, "over_length": "drop"}
+
+
 class SFTConfig(Strict):
+    recipe: Literal["project", "official"] = Field(
+        "project", description="project: the settings below as given (full SFT keeps float32 master weights, bf16 "
+        "autocast on GPU); official: the official run's numerics — bf16 weights without fp32 masters, torch AdamW "
+        "with weight decay 0.01 on every parameter, constant lr, no warm-up, grad clip 1.0, global batch 1 (one "
+        "process; refused under several). It fixes the fields of config.OFFICIAL_SFT (setting one of them to "
+        "another value is an error); lr, epochs and max_length stay yours"
+    )
     method: Literal["full", "lora", "qlora"] = "full"
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: str = "constant"
@@ -257,10 +271,22 @@ class SFTConfig(Strict):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = 2
     merge_lora: bool = Field(True, description="save a merged plain model that vLLM can load")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm (official: 1.0)")
     optim: str = Field("adamw_torch", description="transformers optimizer name, e.g. paged_adamw_8bit, adamw_bnb_8bit")
     attn_implementation: str | None = Field(None, description="None: sdpa on GPU, the model default on CPU; e.g. flash_attention_2")
     report_to: str = "none"
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("recipe") != "official":
+            return data
+        for key, value in OFFICIAL_SFT.items():
+            if key in data and data[key] != value:
+                raise ValueError(f"recipe official fixes {key} = {value!r} (got {data[key]!r}); "
+                                 f"remove {key} or use recipe project")
+        return {**data, **OFFICIAL_SFT}
 
 
 StudentConfig.model_rebuild()
