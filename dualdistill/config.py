@@ -35,7 +35,7 @@ class JoinSource(Strict):
 
     path: str = Field(description="HF dataset id, local dataset directory (save_to_disk) or JSON/JSONL/parquet file")
     split: str = Field("train", description="HF split")
-    on: str = Field("question", description="field of the joined rows that holds the problem text")
+    problem_field: str = Field("question", description="column of the joined rows that holds the problem text")
     fields: list[str] = Field(
         default_factory=lambda: ["r1_solution_1", "r1_solution_2", "r1_solution_3"],
         description="fields copied into each matched problem's meta (e.g. the recorded R1 solutions)",

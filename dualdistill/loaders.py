@@ -202,7 +202,7 @@ LOADERS: dict[str, Callable[[DataSource, WorldConfig | None], list[Problem]]] = 
 
 
 def join_fields(problems: list[Problem], join: JoinSource) -> int:
-    """Copy ``join.fields`` of the rows of ``join.path`` whose ``join.on`` text equals a problem's text
+    """Copy ``join.fields`` of the rows of ``join.path`` whose ``join.problem_field`` equals a problem's text
     (both stripped; the first such row) into that problem's ``meta``. Returns how many problems
     matched; a problem without a match is an error naming it (``on_missing: error``) or keeps its meta.
     Only the text column is read for every row; the fields only for the matched rows."""
@@ -210,23 +210,23 @@ def join_fields(problems: list[Problem], join: JoinSource) -> int:
     for p in problems:
         wanted.setdefault(p.problem.strip(), []).append(p)
     ds = hf_rows(join.path, join.split)
-    columns = [join.on, *join.fields]
+    columns = [join.problem_field, *join.fields]
     absent = [c for c in columns if c not in ds.column_names]
     if absent:
         raise MalformedRecordError(f"join {join.path}: no column {absent} (has {ds.column_names[:10]})")
     first: dict[str, int] = {}
-    for i, text in enumerate(ds[join.on]):
+    for i, text in enumerate(ds[join.problem_field]):
         key = text.strip() if isinstance(text, str) else None
         if key in wanted and key not in first:
             first[key] = i
     rows = ds.select(sorted(first.values())).select_columns(columns) if first else []
     for row in rows:
-        for p in wanted[row[join.on].strip()]:
+        for p in wanted[row[join.problem_field].strip()]:
             p.meta.update({f: row[f] for f in join.fields})
     missing = [p for key, ps in wanted.items() if key not in first for p in ps]
     if missing and join.on_missing == "error":
         raise MalformedRecordError(
-            f"join {join.path}: {len(missing)} of {len(problems)} problems have no row whose {join.on!r} is their "
+            f"join {join.path}: {len(missing)} of {len(problems)} problems have no row whose {join.problem_field!r} is their "
             f"text (first: {missing[0].id}: {missing[0].problem[:80]!r}); set join.on_missing: keep to go on")
     if missing:
         log.warning("join %s: %d of %d problems without a match keep no %s", join.path, len(missing), len(problems),

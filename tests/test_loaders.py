@@ -132,7 +132,7 @@ def test_official_problem_list_joined_with_deepmath_r1_solutions(shared_data, tm
     rows = _deepmath_rows(listed)
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "deepmath"))
     src = DataSource(kind="dualdistill", name="deepmath", path=str(shared_data / "train" / "whole_training_set.jsonl"),
-                     join={"path": str(tmp_path / "deepmath"), "on": "question"})
+                     join={"path": str(tmp_path / "deepmath"), "problem_field": "question"})
     problems = load_source(src)
     assert len(problems) == 985 and all(p.meta["r1_solution_3"].startswith("Okay, solution 3 of row") for p in problems)
 
