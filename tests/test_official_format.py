@@ -124,3 +124,24 @@ def test_verdict_is_score_or_none() -> None:
     assert official.verdict("<answer>\\boxed{12}</answer>", "2") is True  # the official substring rule
     assert official.verdict("<answer>\\boxed{7}</answer>", "8") is False
     assert official.verdict(None, "8") is None  # type: ignore[arg-type]
+
+
+def test_the_official_executor_doubles_its_replay(tmp_path, monkeypatch) -> None:
+    """What README and METHOD §7 say of the official executor, measured on it: each call runs in a fresh
+    ``python``, after the code kept from earlier successful calls — which doubles with every call."""
+    import os
+    import sys
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.chdir(tmp_path)
+    code_block = ref.utils().code_block
+    previous, outputs = "", []
+    for k in range(1, 5):
+        out, err, previous = code_block(f"hits = globals().get('hits', 0) + 1\nprint('call {k}', hits)",
+                                        previous_code=previous)
+        assert not err
+        outputs.append(out.strip())
+        assert previous.count("print('call 1'") == 2 ** (k - 1)  # the kept code doubles
+    assert outputs == ["call 1 1", "call 2 2", "call 3 4", "call 4 8"]  # call k executes 2^(k-1) blocks
