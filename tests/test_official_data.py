@@ -132,3 +132,26 @@ def test_export_places_project_transitions_and_skips_lines_outside_blocks(tmp_pa
     (row,) = read_jsonl(tmp_path / "o.jsonl")
     assert f"<think>\n{F.CODE_TO_TEXT}\n\nb\n</think>" in row["synthetic_data"] and check_format(row["synthetic_data"])
     assert not check_format(official.render(F.as_segments(notice["segments"])))
+
+
+def test_a_sandbox_timeout_is_not_a_failure_to_the_official_dataloader() -> None:
+    """What README says of exporting the project's trajectories: the official dataloader finds a failed
+    block by markers in its executor text, and the project's sandbox timeout message has none of them,
+    so the official trainer trains a timed-out block that the project's masks leave out."""
+    from dualdistill import masking
+    from dualdistill.sandbox import TIMEOUT_MESSAGE
+
+    segs = [F.Segment("think", "Brute force."), F.Segment("code", "while True: pass", {"status": "timeout"}),
+            F.Segment("executor", TIMEOUT_MESSAGE.format(timeout=3.0), {"status": "timeout"}),
+            F.Segment("answer", "\\boxed{1}")]
+    ex = {"prompt": F.build_prompt("P", code=True, style="official"), "problem_text": "P", "answer": "1",
+          "segments": [s.to_dict() for s in segs], "text_format": "official"}
+    (row,) = [{"problem": "P", "synthetic_data": official.render(segs)}]
+    ((ids, labels),) = [(i.tolist(), lab.tolist()) for i, lab in
+                        ref.dataloader().TrainData([row], ref.CharTokenizer(), code_instruction=None).items]
+    pos = row["synthetic_data"].index("while True")
+    at = 1 + len(F.build_prompt("P", code=True, style="official", bos=False)) + pos  # one id per character after BOS
+    assert chr(ids[at]) == "w" and labels[at] == ids[at]  # trained by the official dataloader
+    ours = masking.trained_char_spans(ex["prompt"], segs, text_format="official")
+    assert not any(s <= len(ex["prompt"]) + pos < e for s, e in ours)  # left out here
+    assert official.code_statuses(row["synthetic_data"]) == ["ok"]  # the official rule reads it as a success
