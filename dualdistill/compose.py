@@ -419,15 +419,22 @@ def import_released(cfg: RunConfig) -> dict[str, Any]:
                                    mask=comp.mask_before_transition != "never")
     if not t1:
         raise ValueError(f"released T1 {comp.released.path}: no row passed the official format check ({report})")
+    dropped = [{"problem_id": f"released/{i}", "reason": "invalid_format", "error": "refused by the official format check"}
+               for i in report["refused_rows"]]
+    side = {"stats_csv": paths.t1_side("stats.csv"), "dropped": paths.t1_side("dropped.jsonl"),
+            "config": paths.t1_side("config.yaml")}
     write_jsonl(paths.t1, t1)
-    cfg.save(paths.t1_side("config.yaml"))
+    write_atomic(side["stats_csv"], composition_stats(t1, dropped).to_csv(index=False))
+    write_jsonl(side["dropped"], dropped)  # the first refused rows (all are counted in "released")
+    cfg.save(side["config"])
     summary = {
         "n_t1": len(t1), "released": report,
         "cases": dict(sorted(Counter(ex["case"] for ex in t1).items())),
         "first": dict(sorted(Counter(ex["first"] for ex in t1).items())),
         "masked_before_transition": sum(ex["mask_until_first_transition"] for ex in t1),
         "official_export": export_official(t1, paths.t1_official),
-        "config_hash": composition_hash(cfg), "paths": {"t1": str(paths.t1)}, "skipped": False,
+        "config_hash": composition_hash(cfg), "skipped": False,
+        "paths": {"t1": str(paths.t1), "t1_official": str(paths.t1_official), **{k: str(v) for k, v in side.items()}},
     }
     write_metrics(cfg, "02", summary)
     return summary

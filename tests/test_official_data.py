@@ -104,6 +104,7 @@ def test_stage_02_imports_and_exports_what_the_official_code_reads(tmp_path, rel
     paths = RunPaths.of(cfg)
     assert summary["n_t1"] == 4 and summary["released"]["refused_by_format_check"] == 2
     assert summary["masked_before_transition"] == 2 and read_metrics(cfg, "02")["n_t1"] == 4
+    assert len(read_jsonl(summary["paths"]["dropped"])) == 2 and paths.t1_side("stats.csv").is_file()
     rows = read_jsonl(paths.t1_official)
     assert len(rows) == 4 and all(check_format(r["synthetic_data"]) for r in rows)
     kept = [r for r in ROWS if check_format(r["synthetic_data"])]
