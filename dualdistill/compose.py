@@ -23,9 +23,14 @@ ends y1's think block. Official-style examples have ``text_format: official`` (m
 text use ``official.render``); a composed trajectory with a line outside any block (which the
 official format check refuses) is dropped as ``invalid_format``.
 
-Balancing (``cfg.composition.balance``), applied after the optional caps ``max_per_case`` and
-``max_per_first_teacher`` (each a seeded random subsample of the capped group), over the groups of
-``cfg.composition.balance_by`` (each example's ``group``):
+Balancing, applied after the optional caps ``max_per_case`` and ``max_per_first_teacher`` (each a
+seeded random subsample of the capped group). The rule (``cfg.composition.balance``):
+
+- ``subset_equal`` (default): every group is downsampled, seeded, to the size of the smallest; a
+  single group means nothing can be balanced: a warning (in the log and in the stage's metrics);
+- ``none``: keep everything.
+
+The groups (``cfg.composition.balance_by``; each example's ``group``):
 
 - ``subset``: the problem's subset label, from the data (``DataSource.subset`` or
   ``field_map.subset``; e.g. computation vs insight; unlabelled problems form one group);
@@ -33,12 +38,8 @@ Balancing (``cfg.composition.balance``), applied after the optional caps ``max_p
   text teacher first, case 10 with the agent first), text right and agent wrong → ``reasoning``
   (the reverse), both right (case 11) → ``neutral``, which is kept whole and not balanced.
 
-- ``subset_equal`` (default): every group is downsampled, seeded, to the size of the smallest; a
-  single group means nothing can be balanced: a warning (in the log and in the stage's metrics);
-- ``none``: keep everything.
-
-T1 and T2 are also written in the official format (``t1/official.jsonl``, ``official_data``), and
-``cfg.composition.released`` replaces composition by the paper's released T1.
+T1 is also written in the official format (``t1/official.jsonl``, ``official_data``), and
+``cfg.composition.released`` replaces composition by the paper's released T1 (:func:`import_released`).
 
 The text-only / tool-only baselines get the same budget: correct trajectories of one teacher only
 (either role, as sampled, no transition), at most ``len(T1)`` of them.
