@@ -1,37 +1,47 @@
-"""Benchmark: exact loss masks (dualdistill.masking) vs the official per-token-decode loop vs the floor.
+"""Benchmark: exact loss masks (dualdistill.masking) vs the official dataloader itself vs the floor.
 
-    .venv/bin/python bench/masking_bench.py                       # sizes 2k 4k 8k 16k, vocab 32k
-    .venv/bin/python bench/masking_bench.py --sizes 16384 --official-max 8192 --json out.json
+    .venv/bin/python bench/masking_bench.py --reference ../shared/reference/DualDistill
+    .venv/bin/python bench/masking_bench.py --reference PATH --sizes 16384 --json out.json
+    .venv/bin/python bench/masking_bench.py                      # without PATH: ours and the floor only
 
-Three ways to get labels for one trajectory of N tokens (prompt + think/code/executor blocks):
+Labels for one official-format training example of N tokens (the official training prompt, a text
+attempt ended by the text→code sentence, think / code / executor rounds, an answer), three ways:
 
 - floor: one tokenizer call with offsets (``tokenizer(text, return_offsets_mapping=True)``), which any
   offset-based method needs;
-- ours: ``masking.tokenize_with_labels`` (render, character spans, that one call, a vectorised map);
-- official: the official DualDistill loop as described in METHOD §7, re-implemented here: decode the
-  token prefix ``ids[:i+1]`` for every i and mask tokens while the decoded text is inside
-  ``<executor>`` … ``</executor>`` — quadratic, so it is timed once per size up to ``--official-max``.
+- ours: ``masking.tokenize_with_labels`` with ``text_format="official"`` (render, character spans,
+  that one call, a vectorised map);
+- official: ``TrainData`` of the official ``sft/dataloader.py``, imported from ``--reference PATH``
+  and run as written on the same text and tokenizer (its format check, two ``encode`` calls, and its
+  three loops that decode the completion one token at a time and count tags in the growing text).
+  Timed once per size (it is quadratic in the text length). Its labels are compared with ours: the
+  differences are the boundary tokens ``dualdistill/masking.py`` documents.
 
 The tokenizer is the tiny student's pipeline (``dualdistill.tiny.train_tokenizer``: Qwen2 split
-regex, byte-level BPE, tags as added tokens) trained here on generated text with a ~32k vocabulary.
-Goal: ours ≤ 1.5× the floor, and ≥ 30× faster than the official loop at 16k tokens.
+regex, byte-level BPE, tags as added tokens) trained here on generated text with a ~32k vocabulary;
+it adds no BOS (the prompt is built without one, so both sides see the same ids).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dualdistill import formatting as F  # noqa: E402
+from dualdistill import official  # noqa: E402
 from dualdistill.formatting import Segment  # noqa: E402
-from dualdistill.masking import IGNORE_INDEX, tokenize_with_labels  # noqa: E402
+from dualdistill.masking import tokenize_with_labels  # noqa: E402
 
 SYLLABLES = ["ka", "ro", "mi", "ten", "sol", "var", "qu", "ex", "pli", "den", "tor", "al", "ne", "sum", "pro", "ject",
              "mod", "ul", "ar", "fac", "tor", "ial", "pri", "me", "the", "re", "fore", "con", "gru", "ent", "di", "vis"]
@@ -67,31 +77,51 @@ def code_block(rng: random.Random) -> str:
     return "\n".join(rng.sample(lines, k=rng.randint(2, 4)))
 
 
-def trajectory(rng: random.Random, lexicon: list[str], n_tokens: int, tokenizer) -> tuple[str, list[Segment]]:
-    """A prompt and segments with about ``n_tokens`` tokens (think / code / executor rounds)."""
-    prompt = F.build_prompt(sentence(rng, lexicon), code=True)
-    segs: list[Segment] = []
-    used = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+def trajectory(rng: random.Random, lexicon: list[str], n_tokens: int, tokenizer) -> tuple[str, str, list[Segment]]:
+    """A problem, its official training prompt (no BOS) and official-format segments with about
+    ``n_tokens`` tokens, a composed case-01 example with the text teacher first: its reasoning, the
+    text→code sentence ending that think block, then think / code / executor rounds (a quarter of the
+    programs fail), then the answer."""
+    problem = sentence(rng, lexicon)
+    prompt = F.build_prompt(problem, code=True, style="official", bos=False)
+    segs = [Segment("think", " ".join(sentence(rng, lexicon) for _ in range(8))),
+            Segment("transition", F.TEXT_TO_CODE, {"transition": "fix:text_to_code"})]
+    used = len(tokenizer(prompt + F.render(segs), add_special_tokens=False)["input_ids"])
     while used < n_tokens - 40:
         think = Segment("think", " ".join(sentence(rng, lexicon) for _ in range(rng.randint(3, 12))))
-        code = Segment("code", code_block(rng), {"status": rng.choice(["ok", "ok", "ok", "error"])})
-        ex = Segment("executor", f"{rng.randint(0, 10**6)} {rng.randint(0, 10**6)}", {"status": code.meta["status"]})
+        failed = rng.random() < 0.25
+        code = Segment("code", code_block(rng), {"status": "error" if failed else "ok"})
+        out = (official.ERROR_MARKERS[1] + ":\n  NameError" if failed
+               else f"{rng.randint(0, 10**6)} {rng.randint(0, 10**6)}")
+        ex = Segment("executor", out, {"status": code.meta["status"]})
         for seg in (think, code, ex):
             segs.append(seg)
             used += len(tokenizer(F.render_segment(seg), add_special_tokens=False)["input_ids"])
     segs.append(Segment("answer", F.answer_text(str(rng.randint(0, 999)))))
-    return prompt, segs
+    return problem, prompt, official.place_transitions(segs)
 
 
-def official_labels(tokenizer, ids: list[int], n_prompt: int) -> list[int]:
-    """The official rule: decode the prefix for every token (quadratic)."""
-    labels = list(ids)
-    for i in range(len(ids)):
-        before = tokenizer.decode(ids[:i], skip_special_tokens=False)
-        after = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
-        if i < n_prompt or after.count("<executor>") > before.count("</executor>"):
-            labels[i] = IGNORE_INDEX
-    return labels
+def load_official_dataloader(reference: Path) -> ModuleType:
+    """The official ``sft/dataloader.py`` from ``reference``, imported as written."""
+    path = reference / "sft" / "dataloader.py"
+    if not path.is_file():
+        raise SystemExit(f"--reference {reference}: no sft/dataloader.py there (the official DualDistill code)")
+    sys.path.insert(0, str(reference))
+    spec = importlib.util.spec_from_file_location("official_sft_dataloader", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def official_labels(dataloader: ModuleType, tokenizer, problem: str, text: str) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of the official ``TrainData`` for one example (its output silenced)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        data = dataloader.TrainData([{"problem": problem, "synthetic_data": text}], tokenizer,
+                                    code_instruction=None, max_length=10**9)
+    if len(data.items) != 1:
+        raise RuntimeError("the official format check refused the benchmark's example")
+    ids, labels = data.items[0]
+    return ids.tolist(), labels.tolist()
 
 
 def best_of(fn, repeats: int) -> float:
@@ -105,8 +135,10 @@ def best_of(fn, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="the official DualDistill code (e.g. ../shared/reference/DualDistill): time its TrainData")
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
-    ap.add_argument("--official-max", type=int, default=16384, help="largest size the official loop runs at")
+    ap.add_argument("--official-max", type=int, default=16384, help="largest size the official dataloader runs at")
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--corpus-lines", type=int, default=40000)
     ap.add_argument("--repeats", type=int, default=15)
@@ -116,63 +148,66 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dualdistill.tiny import train_tokenizer
 
+    dataloader = load_official_dataloader(args.reference) if args.reference else None
     rng = random.Random(args.seed)
     lexicon = make_lexicon(rng)
     corpus = [sentence(rng, lexicon) if i % 4 else code_block(rng) for i in range(args.corpus_lines)]
-    corpus += [F.SYSTEM_PROMPT + F.CODE_INSTRUCTION, *F.KNOWN_TRANSITIONS]
+    corpus += [F.build_prompt("", code=True, style="official", bos=False), *F.KNOWN_TRANSITIONS]
     t0 = time.perf_counter()
     tok = train_tokenizer(corpus, args.vocab)
     print(f"tokenizer: {len(tok)} tokens (byte-level BPE, Qwen2 pipeline), trained in {time.perf_counter() - t0:.1f} s "
           f"on {sum(map(len, corpus)) / 1e6:.1f} M characters", flush=True)
+    if dataloader is None:
+        print("no --reference: the official dataloader is not timed", flush=True)
 
     rows = []
     for size in args.sizes:
-        prompt, segs = trajectory(rng, lexicon, size, tok)
-        text = prompt + F.render(segs)
+        problem, prompt, segs = trajectory(rng, lexicon, size, tok)
+        completion = official.render(segs)
+        text = prompt + completion
 
         def floor(text=text):
             return tok(text, add_special_tokens=False, return_offsets_mapping=True)
 
         def ours(prompt=prompt, segs=segs):
-            return tokenize_with_labels(tok, prompt, segs, eos=False)
+            return tokenize_with_labels(tok, prompt, segs, mask_until_first_transition=True, text_format="official")
 
-        enc = tokenize_with_labels(tok, prompt, segs, eos=False, return_offsets=True)
+        enc = ours()
         n = len(enc["input_ids"])
-        floor(), ours()  # warm up
+        floor()  # warm up
         t_floor, t_ours = best_of(floor, args.repeats), best_of(ours, args.repeats)
         ratio_samples = [best_of(ours, 3) / best_of(floor, 3) for _ in range(3)]
         row = {"tokens": n, "chars": len(text), "floor_ms": 1e3 * t_floor, "ours_ms": 1e3 * t_ours,
                "ours_over_floor": t_ours / t_floor, "ratio_spread": [min(ratio_samples), max(ratio_samples)],
                "official_s": None, "speedup": None, "label_diffs": None}
-        if size <= args.official_max:
-            n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        if dataloader is not None and size <= args.official_max:
             t0 = time.perf_counter()
-            off = official_labels(tok, enc["input_ids"], n_prompt)
+            ids, labels = official_labels(dataloader, tok, problem, completion)
             row["official_s"] = time.perf_counter() - t0
             row["speedup"] = row["official_s"] / t_ours
-            # the official rule knows only executor blocks: compare where no failed code is involved
-            failed = [sp for sp, sg in zip(F.segment_spans(segs), segs, strict=True)
-                      if sg.kind == "code" and sg.meta.get("status") != "ok"]
-            bad = [(len(prompt) + a, len(prompt) + b) for a, b, _, _ in failed]
-            row["label_diffs"] = sum(1 for (s, e), x, y in zip(enc["offsets"], enc["labels"], off, strict=True)
-                                     if x != y and not any(a <= s < b for a, b in bad))
+            if ids != enc["input_ids"]:
+                raise RuntimeError("the official dataloader and masking tokenised the example differently")
+            row["label_diffs"] = sum(1 for x, y in zip(enc["labels"], labels, strict=True) if x != y)
         rows.append(row)
-        off_s = f"{row['official_s']:9.2f} s {row['speedup']:8.0f}×" if row["official_s"] is not None else f"{'-':>11} {'-':>9}"
+        off_s = (f"{row['official_s']:9.2f} s {row['speedup']:8.0f}×" if row["official_s"] is not None
+                 else f"{'-':>11} {'-':>9}")
         print(f"{n:7d} tokens  floor {row['floor_ms']:7.2f} ms  ours {row['ours_ms']:7.2f} ms  "
               f"ours/floor {row['ours_over_floor']:.2f} ({min(ratio_samples):.2f}–{max(ratio_samples):.2f})  "
-              f"official {off_s}  label diffs {row['label_diffs']}", flush=True)
+              f"official TrainData {off_s}  label diffs {row['label_diffs']}", flush=True)
 
-    print("\n| tokens | floor (ms) | ours (ms) | ours / floor | official loop (s) | official / ours |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| tokens | floor (ms) | ours (ms) | ours / floor | official TrainData (s) | official / ours | labels differing |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         off = f"{r['official_s']:.2f}" if r["official_s"] is not None else "–"
         sp = f"{r['speedup']:.0f}×" if r["speedup"] is not None else "–"
-        print(f"| {r['tokens']} | {r['floor_ms']:.2f} | {r['ours_ms']:.2f} | {r['ours_over_floor']:.2f} | {off} | {sp} |")
+        diffs = r["label_diffs"] if r["label_diffs"] is not None else "–"
+        print(f"| {r['tokens']} | {r['floor_ms']:.2f} | {r['ours_ms']:.2f} | {r['ours_over_floor']:.2f} | {off} | {sp} "
+              f"| {diffs} |")
     timed = [r for r in rows if r["official_s"] is not None]
     if len(timed) >= 2:
         a, b = timed[0], timed[-1]
-        print(f"\nofficial loop growth: ×{b['official_s'] / a['official_s']:.1f} for ×{b['tokens'] / a['tokens']:.1f} tokens "
-              f"(quadratic would be ×{(b['tokens'] / a['tokens']) ** 2:.0f})")
+        print(f"\nofficial TrainData growth: ×{b['official_s'] / a['official_s']:.1f} for ×{b['tokens'] / a['tokens']:.1f} "
+              f"tokens (quadratic would be ×{(b['tokens'] / a['tokens']) ** 2:.0f})")
     print(f"median ours/floor: {statistics.median(r['ours_over_floor'] for r in rows):.2f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -1,13 +1,17 @@
 """Benchmark: the persistent sandbox vs a fresh process per call that replays all earlier code.
 
-    .venv/bin/python bench/sandbox_bench.py                  # 5 trajectories of 10 calls each
-    .venv/bin/python bench/sandbox_bench.py --trajectories 10 --json out.json
+    .venv/bin/python bench/sandbox_bench.py --reference ../shared/reference/DualDistill   # 5 trajectories of 10 calls
+    .venv/bin/python bench/sandbox_bench.py --reference PATH --trajectories 10 --json out.json
 
 A 10-call trajectory of typical model code (math, itertools, fractions, a memoised recursion, ...),
 timed three ways, mean latency per call:
 
-- official: what the official code does (METHOD §7) — every call writes this call's code *and all
-  earlier calls' code* to a file and runs a fresh ``python`` on it (O(calls²), no isolation at all);
+- official: the official executor itself (``code_block`` of ``math_utils/utils.py``, imported from
+  ``--reference PATH`` and run as written, in a scratch directory): every call writes this call's code
+  after the earlier successful calls' code to a file and runs a fresh ``python`` on it, with no
+  isolation at all; the code it keeps for replay doubles with every successful call (call k executes
+  2^(k-1) code blocks), so its cost grows exponentially and late calls can hit its 3 s timeout
+  (counted); without ``--reference`` this column is left out;
 - sandbox: ``PythonSandbox`` with every limit on (namespaces when root), one per trajectory,
   start-up and close included in the mean;
 - pool: ``SandboxPool`` reuse: ``reset()`` starts the next worker in the background, so a
@@ -23,14 +27,15 @@ the official way). Goal: sandbox mean ≥ 30× lower than official.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,16 +59,44 @@ CELLS = [
 ]
 
 
-def official(cells: list[str]) -> float:
-    """Seconds for the whole trajectory, one fresh process per call replaying all earlier code."""
+OFFICIAL_FAILURES: list[str] = []  # the official executor's error lines (its 3 s timeout, ...), all runs
+
+
+def official_executor(reference: Path) -> Any:
+    """``code_block`` of the official ``math_utils/utils.py`` under ``reference``, imported as written."""
+    path = reference / "math_utils" / "utils.py"
+    if not path.is_file():
+        raise SystemExit(f"--reference {reference}: no math_utils/utils.py there (the official DualDistill code)")
+    spec = importlib.util.spec_from_file_location("official_math_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.code_block
+
+
+def official(cells: list[str], code_block: Any) -> float:
+    """Seconds for the whole trajectory through the official executor: it runs ``python`` from PATH
+    (here this environment's interpreter) in a fresh process per call, replaying all earlier
+    successful code. (It appends the code it ran to the replay, which already held the earlier code:
+    the replay doubles with every successful call.) Calls that fail (e.g. its 3 s timeout) are
+    recorded in ``OFFICIAL_FAILURES`` and timed as they happened."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "code.py"
-        t0 = time.perf_counter()
-        for k in range(1, len(cells) + 1):
-            path.write_text("\n".join(cells[:k]))
-            r = subprocess.run([sys.executable, str(path)], capture_output=True, timeout=30, cwd=tmp)
-            assert r.returncode == 0, r.stderr
-        return time.perf_counter() - t0
+        (Path(tmp) / "bin").mkdir()
+        launcher = Path(tmp) / "bin" / "python"  # this environment's interpreter, with its packages
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        launcher.chmod(0o755)
+        old_cwd, old_path = os.getcwd(), os.environ.get("PATH", "")
+        os.chdir(tmp)
+        os.environ["PATH"] = f"{tmp}/bin{os.pathsep}{old_path}"
+        try:
+            previous, t0, failed = "", time.perf_counter(), []
+            for code in cells:
+                _, error, previous = code_block(code, previous_code=previous)
+                failed += [error.strip().splitlines()[-1]] if error else []
+            OFFICIAL_FAILURES.extend(failed)
+            return time.perf_counter() - t0
+        finally:
+            os.chdir(old_cwd)
+            os.environ["PATH"] = old_path
 
 
 def sandbox(cells: list[str]) -> tuple[float, float, float]:
@@ -100,19 +133,26 @@ def pool(cells: list[str], n: int, preload: tuple[str, ...] = ()) -> float:
         return statistics.median(times)
 
 
-def measure(cells: list[str], trajectories: int) -> dict[str, float]:
+def measure(cells: list[str], trajectories: int, code_block: Any = None) -> dict[str, float | None]:
     n = len(cells)
-    off = statistics.median(official(cells) for _ in range(trajectories)) / n
+    OFFICIAL_FAILURES.clear()
+    off = statistics.median(official(cells, code_block) for _ in range(trajectories)) / n if code_block else None
+    failures = len(OFFICIAL_FAILURES)
     runs = [sandbox(cells) for _ in range(trajectories)]
     sb_mean = statistics.median(r[0] for r in runs) / n
     pooled = pool(cells, trajectories) / n
     preloaded = pool(cells, trajectories, preload=("numpy", "sympy")) / n
+
+    def ratio(x: float) -> float | None:
+        return off / x if off is not None else None
+
     return {
-        "official_ms_per_call": off * 1e3, "sandbox_ms_per_call": sb_mean * 1e3,
+        "official_ms_per_call": off * 1e3 if off is not None else None, "official_failed_calls": failures,
+        "official_failures": sorted(set(OFFICIAL_FAILURES)), "sandbox_ms_per_call": sb_mean * 1e3,
         "sandbox_first_call_ms": statistics.median(r[1] for r in runs) * 1e3,
         "sandbox_later_call_ms": statistics.median(r[2] for r in runs) * 1e3,
-        "pool_ms_per_call": pooled * 1e3, "speedup": off / sb_mean, "speedup_pool": off / pooled,
-        "pool_preload_ms_per_call": preloaded * 1e3, "speedup_pool_preload": off / preloaded,
+        "pool_ms_per_call": pooled * 1e3, "speedup": ratio(sb_mean), "speedup_pool": ratio(pooled),
+        "pool_preload_ms_per_call": preloaded * 1e3, "speedup_pool_preload": ratio(preloaded),
     }
 
 
@@ -128,6 +168,8 @@ def overhead_ms(calls: int = 200) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="the official DualDistill code (e.g. ../shared/reference/DualDistill): time its executor")
     ap.add_argument("--trajectories", type=int, default=5)
     ap.add_argument("--variants", default="stdlib,sympy", help="comma-separated: stdlib, sympy")
     ap.add_argument("--json", type=Path, default=None)
@@ -137,19 +179,27 @@ def main() -> None:
                               "empty_call_ms": overhead_ms(), "load_average": os.getloadavg()[0]}
     print(f"isolation={res['isolation']}, {os.cpu_count()} cores, load average {res['load_average']:.1f}; "
           f"empty call {res['empty_call_ms']:.3f} ms")
+    code_block = official_executor(args.reference) if args.reference else None
+    if code_block is None:
+        print("no --reference: the official executor is not timed")
+
+    def lower(x: float | None) -> str:
+        return f"   {x:6.1f}x lower" if x is not None else ""
+
     for name in args.variants.split(","):
-        r = measure(variants[name], args.trajectories)
+        r = measure(variants[name], args.trajectories, code_block)
         res[name] = r
         print(f"{len(CELLS)}-call trajectory, {name}:")
-        print(f"  official (fresh process, replay all)   {r['official_ms_per_call']:8.1f} ms/call")
-        print(f"  sandbox (start-up + close included)    {r['sandbox_ms_per_call']:8.2f} ms/call"
-              f"   {r['speedup']:6.1f}x lower")
+        if r["official_ms_per_call"] is not None:
+            print(f"  official code_block (fresh process, replay all) {r['official_ms_per_call']:8.1f} ms/call"
+                  f"   failed calls: {r['official_failed_calls']} of {len(CELLS) * args.trajectories} "
+                  f"{r['official_failures']}")
+        print(f"  sandbox (start-up + close included)    {r['sandbox_ms_per_call']:8.2f} ms/call{lower(r['speedup'])}")
         print(f"    first call incl. start-up            {r['sandbox_first_call_ms']:8.2f} ms")
         print(f"    later calls                          {r['sandbox_later_call_ms']:8.3f} ms/call")
-        print(f"  pool (reset between trajectories)      {r['pool_ms_per_call']:8.2f} ms/call"
-              f"   {r['speedup_pool']:6.1f}x lower")
+        print(f"  pool (reset between trajectories)      {r['pool_ms_per_call']:8.2f} ms/call{lower(r['speedup_pool'])}")
         print(f"  pool, preload=(numpy, sympy)           {r['pool_preload_ms_per_call']:8.2f} ms/call"
-              f"   {r['speedup_pool_preload']:6.1f}x lower")
+              f"{lower(r['speedup_pool_preload'])}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
 

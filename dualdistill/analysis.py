@@ -8,6 +8,9 @@ and writes ``plots/*.png`` and ``report/results.md``:
 
 - accuracy by model x benchmark (one panel per budget), tool-use rate by benchmark and by family,
   tokens vs accuracy — from stage 05's summary rows (``report/summary.json``);
+- two results tables: the strict score (the project's grader) and the official-comparable score
+  (the official ``compute_score``'s verdict) with the paper's rows beside it — the paper's numbers
+  come from that rule — and the rate at which the two verdicts disagree;
 - the composition case distribution of T1 (stage 02's examples: ``case``, ``first``, ``subset``);
 - the ḡ histogram of self-distillation and a β1/β2 sweep of how many T2 examples each setting
   selects, from stage 04's current samples (``artifacts.self_distill_samples``) with the rule of
@@ -46,7 +49,14 @@ from dualdistill.selection import (  # noqa: E402
     selection_sweep,
 )
 from dualdistill.store import read_jsonl, write_atomic  # noqa: E402
-from dualdistill.tables import paper_table_markdown, results_table, summary_frame, table_markdown  # noqa: E402
+from dualdistill.tables import (  # noqa: E402
+    disagreement_table,
+    frame_markdown,
+    paper_table_markdown,
+    results_table,
+    summary_frame,
+    table_markdown,
+)
 
 BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the sweep
 
@@ -217,10 +227,14 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     make("tool_use", no_eval, plot_tool_use, rows)
     make("tokens_vs_accuracy", no_eval, plot_tokens_vs_accuracy, rows)
     table = results_table(rows) if rows else pd.DataFrame()
+    official_table = results_table(rows, score="official") if rows else pd.DataFrame()
+    disagreement = disagreement_table(rows) if rows else pd.DataFrame()
     for r in rows:
         if r["subset"] == "all":
             key = f"{r['model']}/{r['benchmark']}/{r['budget']}"
             metrics.setdefault("accuracy", {})[key] = r["accuracy"]
+            metrics.setdefault("official_accuracy", {})[key] = r.get("official_accuracy")
+            metrics.setdefault("score_disagreement", {})[key] = r.get("score_disagreement")
             metrics.setdefault("tool_use_rate", {})[key] = r["tool_use_rate"]
 
     examples = read_jsonl(paths.t1) if paths.t1.is_file() else []
@@ -242,17 +256,26 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         metrics["gbar_hist"] = gbar_histogram(gbar.values())
 
     md = ["# Results", "", f"Run `{cfg.run_name}` (config hash `{cfg.hash()}`).", "",
-          "## Accuracy (%) — budgets " + "/".join(cfg.eval.budgets), "", table_markdown(table),
-          "Rows prefixed `paper:` are the paper's numbers for the same benchmarks; their avg is over those "
-          "benchmarks only (the paper's own avg, over five benchmarks, is in the next table).",
-          "", "## Paper (arXiv 2507.05707, 5 samples, S/L)", "", paper_table_markdown(), "## Figures", ""]
+          "## Accuracy (%), strict score — budgets " + "/".join(cfg.eval.budgets), "",
+          "The project's grader: the final answer of the answer part, compared by value.", "", table_markdown(table),
+          "## Accuracy (%), official-comparable score — budgets " + "/".join(cfg.eval.budgets), "",
+          "The verdict of the official `compute_score` (a substring of the first answer block counts, so `2` is "
+          "found in `\\boxed{12}`): the score the paper's numbers were computed with, so the rows prefixed "
+          "`paper:` are compared with this table, not with the strict one. Their avg is over the benchmarks "
+          "shown only (the paper's own avg, over five benchmarks, is further down).", "",
+          table_markdown(official_table),
+          "## Strict vs official-comparable (%)", "",
+          "`disagreement`: the share of samples whose two verdicts differ.", "",
+          frame_markdown(disagreement),
+          "", "## Paper (arXiv 2507.05707, 5 samples, S/L; official compute_score)", "", paper_table_markdown(),
+          "## Figures", ""]
     md += [f"![{n}](../plots/{Path(p).name})" for n, p in plots.items()]
     md += [f"- {n}: skipped ({why})" for n, why in skipped.items()]
     if "selection" in metrics:
         md += ["", f"## Self-distillation selection (β1={b1}, β2={b2})", "", json.dumps(metrics["selection"])]
     results_md = write_atomic(paths.report / "results.md", "\n".join(md) + "\n")
     return {"plots": plots, "skipped": skipped, "results_md": str(results_md), "table": table_markdown(table),
-            "metrics": metrics}
+            "official_table": table_markdown(official_table), "metrics": metrics}
 
 
 def show_figure(result: dict[str, Any], name: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from dualdistill.config import RunConfig
 from dualdistill.hashing import stable_hash
-from dualdistill.loaders import load_sources
+from dualdistill.loaders import train_problems
 from dualdistill.problem import Problem
 from dualdistill.stages import BY_NUMBER, Stage
 from dualdistill.store import JsonlStore, read_json, read_jsonl, write_json
@@ -93,6 +93,11 @@ class RunPaths:
         """Files beside T1: stats.csv, dropped.jsonl, config.yaml."""
         return self.root / "t1" / name
 
+    @property
+    def t1_official(self) -> Path:
+        """T1 in the official format (``problem``, ``answer``, ``synthetic_data``): what sft/train.py reads."""
+        return self.root / "t1" / "official.jsonl"
+
     def baseline_data(self, name: str) -> Path:
         return self.root / "baselines" / f"{name}.jsonl"
 
@@ -108,6 +113,11 @@ class RunPaths:
     @property
     def t2(self) -> Path:
         return self.root / "t2" / "examples.jsonl"
+
+    @property
+    def t2_official(self) -> Path:
+        """T2 in the official format, as :attr:`t1_official`."""
+        return self.root / "t2" / "official.jsonl"
 
     @property
     def t2_selection(self) -> Path:
@@ -264,8 +274,9 @@ def t1_examples(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def self_distill_problems(cfg: RunConfig) -> list[Problem]:
-    """The problems of self-distillation: ``data.train``, capped by ``self_distill.max_problems``."""
-    problems = load_sources(cfg.data.train, world=cfg.world)
+    """The problems of self-distillation: ``data.train`` without the near-duplicates of the test sets
+    (``loaders.train_problems``, as for teacher rollouts), capped by ``self_distill.max_problems``."""
+    problems, _ = train_problems(cfg.data, cfg.world)
     if not problems:
         raise ValueError("data.train is empty: self-distillation needs training problems")
     cap = cfg.self_distill.max_problems

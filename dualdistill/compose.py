@@ -16,12 +16,30 @@ final answer, at its end. t⁻ / t⁺ are the ``fix:*`` / ``verify:*`` sentences
 ``code_to_text``, text first → ``text_to_code``). Segment meta (a code block's execution status)
 is kept, so the loss masks (``dualdistill.masking``) can exclude code that failed or never ran.
 
-Balancing (``cfg.composition.balance``), applied after the optional caps ``max_per_case`` and
-``max_per_first_teacher`` (each a seeded random subsample of the capped group):
+Where the transition goes (``cfg.composition.transition_style``): ``project`` — a line of its own
+between y1 and y2; ``official`` — as in the official data (``official.place_transitions``): a
+code→text sentence opens a new think block that continues with y2's reasoning, a text→code sentence
+ends y1's think block. Official-style examples have ``text_format: official`` (masks and training
+text use ``official.render``); a composed trajectory with a line outside any block (which the
+official format check refuses) is dropped as ``invalid_format``.
 
-- ``subset_equal`` (default): every subset (``Problem.subset``, e.g. computation vs insight;
-  unlabelled problems form one group) is downsampled, seeded, to the size of the smallest subset;
+Balancing, applied after the optional caps ``max_per_case`` and ``max_per_first_teacher`` (each a
+seeded random subsample of the capped group). The rule (``cfg.composition.balance``):
+
+- ``subset_equal`` (default): every group is downsampled, seeded, to the size of the smallest; a
+  single group means nothing can be balanced: a warning (in the log and in the stage's metrics);
 - ``none``: keep everything.
+
+The groups (``cfg.composition.balance_by``; each example's ``group``):
+
+- ``subset``: the problem's subset label, from the data (``DataSource.subset`` or
+  ``field_map.subset``; e.g. computation vs insight; unlabelled problems form one group);
+- ``outcome``: what the teachers did — agent right and text wrong → ``agentic`` (case 01 with the
+  text teacher first, case 10 with the agent first), text right and agent wrong → ``reasoning``
+  (the reverse), both right (case 11) → ``neutral``, which is kept whole and not balanced.
+
+T1 is also written in the official format (``t1/official.jsonl``, ``official_data``), and
+``cfg.composition.released`` replaces composition by the paper's released T1 (:func:`import_released`).
 
 The text-only / tool-only baselines get the same budget: correct trajectories of one teacher only
 (either role, as sampled, no transition), at most ``len(T1)`` of them.
@@ -37,12 +55,13 @@ from typing import Any
 
 import pandas as pd
 
-from dualdistill import formatting, progress
+from dualdistill import formatting, official, progress
 from dualdistill.artifacts import RunPaths, composition_hash, teacher_records, write_metrics
 from dualdistill.config import CompositionConfig, RunConfig
 from dualdistill.entry import stage
 from dualdistill.formatting import FormatError, Segment
 from dualdistill.hashing import hash_lines
+from dualdistill.official_data import export_official, released_examples
 from dualdistill.records import TrainingExample
 from dualdistill.store import read_json, record_key, write_atomic, write_jsonl
 
@@ -51,6 +70,10 @@ log = logging.getLogger(__name__)
 TEACHERS = ("text", "agent")
 CASES = ("01", "11", "10")
 MASK_POLICIES = ("wrong_first", "always", "never")
+TRANSITION_STYLES = ("project", "official")
+OUTCOME_GROUPS = {("01", "text"): "agentic", ("10", "agent"): "agentic", ("01", "agent"): "reasoning",
+                  ("10", "text"): "reasoning", ("11", "text"): "neutral", ("11", "agent"): "neutral"}
+NEUTRAL = "neutral"
 BASELINE_DEFAULT_NAMES = {"text": "text_only", "agent": "tool_only"}
 DROP_REASONS = (
     "both_wrong",  # case (0,0)
@@ -99,13 +122,16 @@ def _case(g1: bool, g2: bool) -> str:
 
 
 def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transitions: dict[str, str],
-                 mask_policy: str, prompt_style: str = "r1") -> dict[str, Any] | None:
+                 mask_policy: str, prompt_style: str = "r1", transition_style: str = "project") -> dict[str, Any] | None:
     """One T1 training example from a pair of teacher records, or None for case (0,0).
 
     Raises :class:`CompositionError` on inconsistent records and :class:`FormatError` when the
-    composed trajectory is not valid (e.g. y2 has no final answer)."""
+    composed trajectory is not valid (e.g. y2 has no final answer; in the official style, a line
+    outside any block)."""
     if mask_policy not in MASK_POLICIES:
         raise CompositionError(f"mask_policy must be one of {MASK_POLICIES}, got {mask_policy!r}")
+    if transition_style not in TRANSITION_STYLES:
+        raise CompositionError(f"transition_style must be one of {TRANSITION_STYLES}, got {transition_style!r}")
     for rec, role in ((first_rec, "first"), (second_rec, "second")):
         if rec.get("role") != role:
             raise CompositionError(f"record {rec.get('key')!r}: expected role {role!r}, got {rec.get('role')!r}")
@@ -133,13 +159,16 @@ def compose_pair(first_rec: dict[str, Any], second_rec: dict[str, Any], transiti
         y1 = [Segment("text", s.text, {**s.meta, "was": "transition"}) if s.kind == "transition" else s for s in y1]
         segments = formatting.strip_final_answer(y1) + [transition] + _segments(second_rec)
     formatting.validate(segments)
+    if transition_style == "official":
+        segments = official.place_transitions(segments)
+        official.validate(segments)
     has_transition = case != "10"
     mask = has_transition and (mask_policy == "always" or (mask_policy == "wrong_first" and case == "01"))
     sample = first_rec.get("sample", 0)
     return TrainingExample.build(
         prob, key=record_key(prob["id"], sample, "t1"), prompt=training_prompt(prob["problem"], prompt_style),
         segments=segments, source="t1", mask_until_first_transition=bool(mask), case=case,
-        first=first_rec["teacher"], sample=sample,
+        first=first_rec["teacher"], sample=sample, text_format=transition_style,
     ).to_dict()
 
 
@@ -186,7 +215,8 @@ def compose_all(records: list[dict[str, Any]], cfg: CompositionConfig, prompt_st
         bar.update(1)
         case = _case(first.get("correct"), second.get("correct"))
         try:
-            ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition, prompt_style)
+            ex = compose_pair(first, second, cfg.transitions, cfg.mask_before_transition, prompt_style,
+                              cfg.transition_style)
         except FormatError as err:
             dropped.append(_drop(first, "invalid_format", case=case, first=first["teacher"], error=str(err)))
             continue
@@ -223,44 +253,68 @@ def _capped(examples: list[dict], field: str, caps: dict[str, int], reason: str,
     return [ex for ex in examples if ex["key"] in kept_keys], dropped
 
 
+def balance_group(ex: dict[str, Any], balance_by: str) -> str:
+    """The balancing group of a T1 example: its subset label, or its teachers' outcome (module docstring)."""
+    if balance_by == "subset":
+        return str(ex.get("subset"))
+    if balance_by == "outcome":
+        try:
+            return OUTCOME_GROUPS[(str(ex.get("case")), str(ex.get("first")))]
+        except KeyError:
+            raise ValueError(f"example {ex.get('key')!r}: no outcome group for case {ex.get('case')!r}, "
+                             f"first {ex.get('first')!r}") from None
+    raise ValueError(f"composition.balance_by: unknown value {balance_by!r}")
+
+
 def balance(examples: list[dict[str, Any]], cfg: CompositionConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Caps first (``max_per_case``, then ``max_per_first_teacher``), then the balancing rule.
+    """Caps first (``max_per_case``, then ``max_per_first_teacher``), then the balancing rule over
+    the groups of ``cfg.balance_by`` (written to each example's ``group``).
 
     Returns the kept examples (sorted by key, deterministic for a seed) and a report:
-    ``rule``, ``before`` / ``after`` counts per subset, ``target_per_subset`` and ``dropped``
-    (one entry per removed example with its ``reason``)."""
+    ``rule``, ``by``, ``before`` / ``after`` counts per group, ``target_per_group``, ``warnings`` and
+    ``dropped`` (one entry per removed example with its ``reason``)."""
     bad = [k for k in cfg.max_per_first_teacher if k not in TEACHERS]
     if bad:
         raise ValueError(f"composition.max_per_first_teacher: keys must be text|agent, got {bad}")
+    if cfg.balance not in ("subset_equal", "none"):
+        raise ValueError(f"composition.balance: unknown rule {cfg.balance!r}")
     rng = random.Random(cfg.seed)
-    kept = sorted(examples, key=lambda ex: ex["key"])
+    kept = sorted(({**ex, "group": balance_group(ex, cfg.balance_by)} for ex in examples), key=lambda ex: ex["key"])
     if len({ex["key"] for ex in kept}) != len(kept):
         raise ValueError("balance: example keys are not unique")
-    before = Counter(str(ex.get("subset")) for ex in kept)
+    before = Counter(ex["group"] for ex in kept)
     dropped: list[dict[str, Any]] = []
     kept, d = _capped(kept, "case", cfg.max_per_case, "cap_case", rng)
     dropped += d
     kept, d = _capped(kept, "first", cfg.max_per_first_teacher, "cap_first_teacher", rng)
     dropped += d
-    target = None
+    target, warnings = None, []
     if cfg.balance == "subset_equal" and kept:
         groups: dict[str, list[dict]] = defaultdict(list)
         for ex in kept:
-            groups[str(ex.get("subset"))].append(ex)
-        target = min(len(g) for g in groups.values())
-        keep_keys = set()
-        for name in sorted(groups):
-            group, removed = _subsample(groups[name], target, rng)
-            keep_keys.update(ex["key"] for ex in group)
-            dropped += [_as_drop(ex, "balance") for ex in removed]
-        kept = [ex for ex in kept if ex["key"] in keep_keys]
-    elif cfg.balance not in ("subset_equal", "none"):
-        raise ValueError(f"composition.balance: unknown rule {cfg.balance!r}")
+            if not (cfg.balance_by == "outcome" and ex["group"] == NEUTRAL):
+                groups[ex["group"]].append(ex)
+        if len(groups) < 2:
+            warnings.append(
+                f"composition.balance subset_equal balances nothing: T1 has {len(groups)} {cfg.balance_by} group(s) "
+                f"({sorted(groups)}); label the problems' subsets (DataSource.subset / field_map.subset) or set "
+                "composition.balance_by: outcome")
+            log.warning("%s", warnings[-1])
+        else:
+            target = min(len(g) for g in groups.values())
+            removed_keys = set()
+            for name in sorted(groups):
+                _, removed = _subsample(groups[name], target, rng)
+                removed_keys.update(ex["key"] for ex in removed)
+                dropped += [_as_drop(ex, "balance") for ex in removed]
+            kept = [ex for ex in kept if ex["key"] not in removed_keys]
     report = {
         "rule": cfg.balance,
+        "by": cfg.balance_by,
         "before": dict(sorted(before.items())),
-        "after": dict(sorted(Counter(str(ex.get("subset")) for ex in kept).items())),
-        "target_per_subset": target,
+        "after": dict(sorted(Counter(ex["group"] for ex in kept).items())),
+        "target_per_group": target,
+        "warnings": warnings,
         "dropped": dropped,
     }
     return kept, report
@@ -349,8 +403,42 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     baselines' data, from stage 01's teacher records (failed rollouts included, to count them).
 
     Resumable: when the stage's ``metrics.json`` records the same config hash (composition,
-    baselines, prompt style) and input hash (teacher records) and all outputs exist, nothing is redone."""
+    baselines, prompt style) and input hash (teacher records) and all outputs exist, nothing is redone.
+    With ``composition.released`` T1 is the paper's released data instead (:func:`import_released`)."""
+    if cfg.composition.released is not None:
+        return import_released(cfg)
     return compose_records(cfg, teacher_records(cfg, with_failed=True))
+
+
+def import_released(cfg: RunConfig) -> dict[str, Any]:
+    """T1 = the paper's released data (``official_data.released_examples``), written where stage 02
+    writes T1, with its official-format export and the stage's metrics (no balancing: it is the
+    paper's final T1)."""
+    paths = RunPaths.of(cfg)
+    comp = cfg.composition
+    t1, report = released_examples(comp.released, prompt_style=cfg.student.prompt_style,
+                                   mask=comp.mask_before_transition != "never")
+    if not t1:
+        raise ValueError(f"released T1 {comp.released.path}: no row passed the official format check ({report})")
+    dropped = [{"problem_id": f"released/{i}", "reason": "invalid_format", "error": "refused by the official format check"}
+               for i in report["refused_rows"]]
+    side = {"stats_csv": paths.t1_side("stats.csv"), "dropped": paths.t1_side("dropped.jsonl"),
+            "config": paths.t1_side("config.yaml")}
+    write_jsonl(paths.t1, t1)
+    write_atomic(side["stats_csv"], composition_stats(t1, dropped).to_csv(index=False))
+    write_jsonl(side["dropped"], dropped)  # the first refused rows (all are counted in "released")
+    cfg.save(side["config"])
+    summary = {
+        "n_t1": len(t1), "released": report,
+        "cases": dict(sorted(Counter(ex["case"] for ex in t1).items())),
+        "first": dict(sorted(Counter(ex["first"] for ex in t1).items())),
+        "masked_before_transition": sum(ex["mask_until_first_transition"] for ex in t1),
+        "official_export": export_official(t1, paths.t1_official),
+        "config_hash": composition_hash(cfg), "skipped": False,
+        "paths": {"t1": str(paths.t1), "t1_official": str(paths.t1_official), **{k: str(v) for k, v in side.items()}},
+    }
+    write_metrics(cfg, "02", summary)
+    return summary
 
 
 def compose_records(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -361,7 +449,7 @@ def compose_records(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, 
     config_hash = composition_hash(cfg)
     input_hash = hash_lines(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in records)
     metrics = paths.metrics("02")
-    outputs = [paths.t1, metrics, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
+    outputs = [paths.t1, paths.t1_official, metrics, *side.values(), *(paths.baseline_data(n) for n in cfg.baselines)]
     if all(p.is_file() for p in outputs):
         old = read_json(metrics)
         if old.get("config_hash") == config_hash and old.get("input_hash") == input_hash:
@@ -374,6 +462,7 @@ def compose_records(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, 
     stats = composition_stats(t1, dropped)
 
     write_jsonl(paths.t1, t1)
+    exported = export_official(t1, paths.t1_official)
     write_atomic(side["stats_csv"], stats.to_csv(index=False))
     write_jsonl(side["dropped"], dropped)
     cfg.save(side["config"])
@@ -396,10 +485,12 @@ def compose_records(cfg: RunConfig, records: list[dict[str, Any]]) -> dict[str, 
         "masked_before_transition": sum(ex["mask_until_first_transition"] for ex in t1),
         "dropped": dict(sorted(Counter(d["reason"] for d in dropped).items())),
         "balance": {k: v for k, v in report.items() if k != "dropped"},
+        "warnings": list(report["warnings"]),
+        "official_export": exported,
         "baselines": baselines,
         "config_hash": config_hash,
         "input_hash": input_hash,
-        "paths": {"t1": str(paths.t1), **{k: str(v) for k, v in side.items()},
+        "paths": {"t1": str(paths.t1), "t1_official": str(paths.t1_official), **{k: str(v) for k, v in side.items()},
                   **{f"baseline:{n}": str(paths.baseline_data(n)) for n in cfg.baselines}},
         "skipped": False,
     }

@@ -29,6 +29,21 @@ class Strict(BaseModel):
 
 
 # --- data -------------------------------------------------------------------------------------
+class JoinSource(Strict):
+    """Fields of another dataset added to a source's problems, matched by the exact problem text
+    (how the official code paired its 985-problem list with DeepMath-103K's R1 solutions)."""
+
+    path: str = Field(description="HF dataset id, local dataset directory (save_to_disk) or JSON/JSONL/parquet file")
+    split: str = Field("train", description="HF split")
+    problem_field: str = Field("question", description="column of the joined rows that holds the problem text")
+    fields: list[str] = Field(
+        default_factory=lambda: ["r1_solution_1", "r1_solution_2", "r1_solution_3"],
+        description="fields copied into each matched problem's meta (e.g. the recorded R1 solutions)",
+    )
+    on_missing: Literal["error", "keep"] = Field(
+        "error", description="a problem without a matching row: raise (naming it), or keep it without the fields")
+
+
 class DataSource(Strict):
     """One source of problems."""
 
@@ -47,6 +62,7 @@ class DataSource(Strict):
     n: int | None = Field(None, ge=1, description="synthetic: number of problems")
     families: list[str] | None = Field(None, description="synthetic: families to draw (default all)")
     subset: str | None = Field(None, description="subset label given to every problem of this source")
+    join: JoinSource | None = Field(None, description="add fields of another dataset, matched by problem text")
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSource:
@@ -123,9 +139,11 @@ class StudentConfig(Strict):
     batch_size: int = Field(
         32, ge=1, description="sampling S0/S1/S2: batch size (hf, vllm) or requests in flight (openai)"
     )
-    prompt_style: Literal["r1", "compact"] = Field(
-        "r1", description="the student's prompt (training and evaluation): the project's r1 system text, or its short "
-        "one for small students (formatting.PROMPT_STYLES)"
+    prompt_style: Literal["r1", "compact", "official"] = Field(
+        "r1", description="the student's prompt: the project's r1 system text, or its short one for small students "
+        "(formatting.PROMPT_STYLES), the same in training and sampling; or official: the official training prompt "
+        "(sft/dataloader.py) for training and the official evaluation prompt (sft/evaluate.py) for sampling and "
+        "evaluation, as the paper did (formatting.sampling_prompt)"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     extra: dict[str, Any] = Field(
@@ -158,14 +176,43 @@ class SandboxConfig(Strict):
 
 
 # --- composition and training -------------------------------------------------------------------
+class ReleasedT1Config(Strict):
+    """The paper's released T1 (Hugging Face dataset ``VanishD/DualDistill``) as stage 02's T1."""
+
+    path: str = Field("VanishD/DualDistill", description="HF dataset id, local dataset directory (save_to_disk) "
+                      "or JSON/JSONL/parquet file")
+    split: str = Field("train", description="HF split")
+    problem_field: str = Field("problem", description="column with the problem text (official dataloader: problem)")
+    text_field: str = Field("synthetic_data", description="column with the trajectory after '<｜Assistant｜>' in "
+                            "the official format (official dataloader: synthetic_data)")
+    answer_field: str | None = Field(None, description="column with the answer; None: the first of answer, "
+                                     "final_answer, ground_truth present (the rows need none)")
+    limit: int | None = Field(None, ge=1, description="keep the first N rows")
+
+
 class CompositionConfig(Strict):
     transitions: dict[str, str] = Field(
         default_factory=lambda: dict(formatting.DEFAULT_TRANSITIONS),
-        description="'<fix|verify>:<text_to_code|code_to_text>' -> sentence",
+        description="'<fix|verify>:<text_to_code|code_to_text>' -> sentence (verify:text_to_code is the project's own: "
+        "the official code has no verify sentence for that direction)",
+    )
+    transition_style: Literal["project", "official"] = Field(
+        "project", description="project: a transition is a line of its own between the attempts; official: where "
+        "the official data has it — a code→text (or verify) sentence opens a new think block, a text→code sentence "
+        "ends the first attempt's think block — and T1/T2 are trained on the official rendering"
     )
     balance: Literal["subset_equal", "none"] = Field(
-        "subset_equal", description="subset_equal: as many examples from each subset as the smallest has"
+        "subset_equal", description="subset_equal: as many examples from each group (balance_by) as the smallest "
+        "has; a single group is a warning (nothing balanced)"
     )
+    balance_by: Literal["subset", "outcome"] = Field(
+        "subset", description="the groups balanced: subset = the problems' subset label (from the data: "
+        "DataSource.subset or field_map.subset); outcome = the teachers' outcomes: agent right and text wrong "
+        "→ agentic, text right and agent wrong → reasoning, both right → neutral (kept whole, not balanced)"
+    )
+    released: ReleasedT1Config | None = Field(
+        None, description="T1 = the paper's released data (official format) instead of composing stage 01's "
+        "rollouts; not balanced (it is the paper's final T1)")
     max_per_case: dict[str, int] = Field(default_factory=dict, description="cap per case: '01', '11', '10'")
     max_per_first_teacher: dict[str, int] = Field(default_factory=dict, description="cap per first teacher: text|agent")
     baseline_fill: bool = Field(
@@ -189,7 +236,21 @@ class CompositionConfig(Strict):
         return self
 
 
+# what recipe "official" fixes (sft/train.py, script/sft_script/*.sh): field -> value. Gradient
+# checkpointing (on in the official run) changes memory and time, not the numbers: left to the params.
+OFFICIAL_SFT = {"method": "full", "weight_decay": 0.01, "lr_scheduler_type": "constant", "warmup_ratio": 0.0,
+                "max_grad_norm": 1.0, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+                "bf16": False, "packing": False, "padding_free": False, "over_length": "drop"}
+
+
 class SFTConfig(Strict):
+    recipe: Literal["project", "official"] = Field(
+        "project", description="project: the settings below as given (full SFT keeps float32 master weights, bf16 "
+        "autocast on GPU); official: the official run's numerics — bf16 weights without fp32 masters, torch AdamW "
+        "with weight decay 0.01 on every parameter, constant lr, no warm-up, grad clip 1.0, global batch 1 (one "
+        "process; refused under several). It fixes the fields of config.OFFICIAL_SFT (setting one of them to "
+        "another value is an error); lr, epochs and max_length stay yours"
+    )
     method: Literal["full", "lora", "qlora"] = "full"
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: str = "constant"
@@ -216,10 +277,22 @@ class SFTConfig(Strict):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = 2
     merge_lora: bool = Field(True, description="save a merged plain model that vLLM can load")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm (official: 1.0)")
     optim: str = Field("adamw_torch", description="transformers optimizer name, e.g. paged_adamw_8bit, adamw_bnb_8bit")
     attn_implementation: str | None = Field(None, description="None: sdpa on GPU, the model default on CPU; e.g. flash_attention_2")
     report_to: str = "none"
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("recipe") != "official":
+            return data
+        for key, value in OFFICIAL_SFT.items():
+            if key in data and data[key] != value:
+                raise ValueError(f"recipe official fixes {key} = {value!r} (got {data[key]!r}); "
+                                 f"remove {key} or use recipe project")
+        return {**data, **OFFICIAL_SFT}
 
 
 StudentConfig.model_rebuild()
@@ -302,6 +375,13 @@ class RunConfig(Strict):
         default_factory=dict, description="extra SFT baselines: name -> teacher whose traces only are used"
     )
     source: str | None = Field(None, description="the params file this config came from (set by the loader)")
+
+    @model_validator(mode="after")
+    def _released(self) -> RunConfig:
+        if self.composition.released is not None and self.baselines:
+            raise ValueError("baselines are trained on teacher rollouts, which a run with composition.released "
+                             "does not make: remove baselines or composition.released")
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -109,11 +109,12 @@ def evaluate_model(
     chash = eval_hash(policy_config, budget=budget, sampling=sampling, tools=tools, max_code_calls=max_code_calls,
                       benchmark_version=version, sandbox=sandbox, prompt_style=prompt_style)
     jobs = [SampleJob(record_key(model_name, benchmark, budget_name, p.id, s, chash), p, s,
-                      formatting.build_prompt(p.problem, code=tools, style=prompt_style))
+                      formatting.sampling_prompt(p.problem, code=tools, style=prompt_style))
             for p in problems for s in range(samples)]
     settings = SampleSettings(model=model_name, benchmark=benchmark, budget_name=budget_name, budget=budget,
                               max_code_calls=max_code_calls, sampling=sampling, tools=tools, config_hash=chash,
-                              benchmark_version=version, max_in_flight=max_in_flight)
+                              benchmark_version=version, max_in_flight=max_in_flight,
+                              call_cap=formatting.call_cap_style(prompt_style))
     sample_and_record(policy, jobs, store, settings, sandbox_pool=sandbox_pool, show_progress=progress,
                       desc=f"{model_name}/{benchmark}/{budget_name}")
     latest = store.latest()

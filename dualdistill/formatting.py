@@ -9,7 +9,8 @@ Bare kinds (rendered ``{text}\\n``, a single line between blocks): transition, n
 A bare line is parsed as ``transition`` / ``notice`` when it equals a known sentence, else ``text``.
 
 Prompts (:func:`build_prompt`): the project's own styles ``r1`` and ``compact``, and the official
-code's ``official`` (training) and ``official-eval`` (sampling, evaluation), byte-identical to it.
+code's ``official`` (training) and ``official-eval`` (sampling, evaluation), byte-identical to it;
+:func:`sampling_prompt` is the prompt stages sample and evaluate with for a given training style.
 Official-format trajectories are read and written by :mod:`dualdistill.official`.
 """
 
@@ -183,6 +184,26 @@ def generation_prefix(style: str) -> str:
     :data:`GENERATION_PREFIX` unless the prompt already ends with it (then "").
     ``prompt_prefill(style) + generation_prefix(style) == GENERATION_PREFIX`` for every style."""
     return GENERATION_PREFIX[len(prompt_prefill(style)):]
+
+
+def sampling_prompt(problem: str, *, code: bool, style: str = "r1") -> str:
+    """The prompt a stage hands the tool loop to sample or evaluate a student trained in ``style``.
+
+    The project's styles: ``build_prompt(style)``. ``official`` / ``official-eval``: the official
+    evaluation prompt (``official-eval``, as the paper sampled and evaluated) without its trailing
+    ``prompt_prefill``; the tool loop prefills :data:`GENERATION_PREFIX`, so the text the engine
+    continues is the official request byte for byte."""
+    if style in OFFICIAL_PROMPT_STYLES:
+        text = build_prompt(problem, code=code, style="official-eval")
+        return text[: len(text) - len(prompt_prefill("official-eval"))]
+    return build_prompt(problem, code=code, style=style)
+
+
+def call_cap_style(style: str) -> str:
+    """How the tool loop ends code use after the last allowed call for a student of ``style``: the
+    official styles the official way (the notice in an executor block, then ``<answer>``), the
+    project's with its own notice line."""
+    return "official" if style in OFFICIAL_PROMPT_STYLES else "notice"
 
 
 def build_second_teacher_problem(problem: str, first_attempt: str) -> str:

@@ -6,6 +6,11 @@ Sources: the five DualDistill files (four schemas, detected per row), generic JS
 field map, Hugging Face datasets (``datasets.load_dataset``; e.g. DeepMath-103K with its
 ``r1_solution_1..3`` kept in ``meta`` for replay), and the synthetic world. A malformed row is an
 error naming file and line, or — with ``on_malformed: skip`` — skipped and counted.
+
+A source's ``join`` adds fields of another dataset to its problems, matched by the exact problem
+text (:func:`join_fields`): the paper's 985-problem list with DeepMath-103K's R1 solutions.
+:func:`train_problems` is the one definition of the training problems (near-duplicates of the test
+sets removed), for teacher rollouts and self-distillation alike.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualdistill.config import DataSource, WorldConfig
+from dualdistill.config import DataConfig, DataSource, JoinSource, WorldConfig
 from dualdistill.problem import MalformedRecordError, Problem, normalize_gold
 from dualdistill.world.families import generate_split
 
@@ -137,18 +142,31 @@ def load_file(src: DataSource, report: LoadReport | None = None) -> list[Problem
     return out
 
 
-def load_hf(src: DataSource, report: LoadReport | None = None) -> list[Problem]:
-    """A Hugging Face dataset (hub id or local dataset directory / data files)."""
+def hf_rows(path: str, split: str = "train") -> Any:
+    """The rows of a dataset through ``datasets``: a local ``save_to_disk`` directory (a Dataset, or a
+    DatasetDict's ``split``), a local JSON/JSONL/parquet file, or else a hub id (``load_dataset``)."""
     import datasets
 
-    path = src.path or ""
     local = Path(path)
-    if local.is_dir() and (local / "dataset_info.json").exists():
+    if local.is_dir() and any((local / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
         ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
-            ds = ds[src.split]
-    else:
-        ds = datasets.load_dataset(path, split=src.split)
+            if split not in ds:
+                raise KeyError(f"{path}: no split {split!r} (has {sorted(ds)})")
+            ds = ds[split]
+        return ds
+    if local.is_file():
+        builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(local.suffix)
+        if builder is None:
+            raise ValueError(f"{path}: a local dataset file must be .json, .jsonl or .parquet")
+        return datasets.load_dataset(builder, data_files=str(local), split="train")
+    return datasets.load_dataset(path, split=split)
+
+
+def load_hf(src: DataSource, report: LoadReport | None = None) -> list[Problem]:
+    """A Hugging Face dataset (hub id or local dataset directory / data files)."""
+    path = src.path or ""
+    ds = hf_rows(path, src.split)
     fmap = {"problem": "question", "answer": "final_answer", **src.field_map}
     source = src.name or path.rstrip("/").split("/")[-1]
     report = report or LoadReport(source)
@@ -183,11 +201,47 @@ LOADERS: dict[str, Callable[[DataSource, WorldConfig | None], list[Problem]]] = 
 }
 
 
+def join_fields(problems: list[Problem], join: JoinSource) -> int:
+    """Copy ``join.fields`` of the rows of ``join.path`` whose ``join.problem_field`` equals a problem's text
+    (both stripped; the first such row) into that problem's ``meta``. Returns how many problems
+    matched; a problem without a match is an error naming it (``on_missing: error``) or keeps its meta.
+    Only the text column is read for every row; the fields only for the matched rows."""
+    wanted: dict[str, list[Problem]] = {}
+    for p in problems:
+        wanted.setdefault(p.problem.strip(), []).append(p)
+    ds = hf_rows(join.path, join.split)
+    columns = [join.problem_field, *join.fields]
+    absent = [c for c in columns if c not in ds.column_names]
+    if absent:
+        raise MalformedRecordError(f"join {join.path}: no column {absent} (has {ds.column_names[:10]})")
+    first: dict[str, int] = {}
+    for i, text in enumerate(ds[join.problem_field]):
+        key = text.strip() if isinstance(text, str) else None
+        if key in wanted and key not in first:
+            first[key] = i
+    rows = ds.select(sorted(first.values())).select_columns(columns) if first else []
+    for row in rows:
+        for p in wanted[row[join.problem_field].strip()]:
+            p.meta.update({f: row[f] for f in join.fields})
+    missing = [p for key, ps in wanted.items() if key not in first for p in ps]
+    if missing and join.on_missing == "error":
+        raise MalformedRecordError(
+            f"join {join.path}: {len(missing)} of {len(problems)} problems have no row whose {join.problem_field!r} is their "
+            f"text (first: {missing[0].id}: {missing[0].problem[:80]!r}); set join.on_missing: keep to go on")
+    if missing:
+        log.warning("join %s: %d of %d problems without a match keep no %s", join.path, len(missing), len(problems),
+                    join.fields)
+    return len(problems) - len(missing)
+
+
 def load_source(src: DataSource, *, world: WorldConfig | None = None) -> list[Problem]:
-    """Problems of one configured source."""
+    """Problems of one configured source (its ``join`` applied)."""
     if src.kind not in LOADERS:
         raise ValueError(f"unknown data source kind {src.kind!r}; known: {sorted(LOADERS)}")
-    return LOADERS[src.kind](src, world)
+    problems = LOADERS[src.kind](src, world)
+    if src.join is not None:
+        join_fields(problems, src.join)
+    return problems
 
 
 def load_sources(sources: list[DataSource], *, world: WorldConfig | None = None) -> list[Problem]:
@@ -215,3 +269,26 @@ def remove_near_duplicates(train: list[Problem], test: list[Problem], threshold:
         hit = process.extractOne(p.problem, choices, scorer=fuzz.ratio, score_cutoff=threshold)
         (removed if hit is not None and hit[1] > threshold else kept).append(p)
     return kept, removed
+
+
+def train_problems(data: DataConfig, world: WorldConfig | None = None) -> tuple[list[Problem], list[Problem]]:
+    """The training problems of ``data.train`` minus near-duplicates of ``data.test`` (ratio above
+    ``data.dedup_threshold``): (kept, removed). Teacher rollouts and self-distillation both use it, so
+    a problem removed for contamination gets neither a rollout nor a self-distillation example.
+
+    Synthetic (world) problems are not compared: their splits are disjoint by construction, and
+    templated texts that differ only in their numbers score above any fuzzy-ratio threshold."""
+    train, synthetic = [], set()
+    for src in data.train:
+        probs = load_source(src, world=world)
+        train.extend(probs)
+        if src.kind == "synthetic":
+            synthetic.update(p.id for p in probs)
+    ids = [p.id for p in train]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate problem id {next(i for i in ids if ids.count(i) > 1)!r} in data.train: "
+                         "give sources distinct names")
+    test = load_sources(data.test, world=world) if data.test else []
+    _, removed = remove_near_duplicates([p for p in train if p.id not in synthetic], test, data.dedup_threshold)
+    dropped = {p.id for p in removed}
+    return [p for p in train if p.id not in dropped], removed

@@ -7,8 +7,15 @@
 
 The text is ``prompt + render(segments)``; masks are decided on *characters* from the segment
 spans (``formatting.segment_spans``), then mapped to tokens with ONE tokenizer call that returns
-offsets — linear time, no re-decoding (the official code decoded one token prefix at a time:
-quadratic, with an off-by-one at the executor tags).
+offsets — linear time, no re-decoding (the official dataloader decodes the completion one token
+at a time and counts tags in the growing text, with off-by-ones at the tags: 0.9 s for a
+16.5k-token example, 32× this module, ``bench/masking_bench.py --reference``).
+
+Text formats (``text_format``, a training example's field of that name): ``project`` renders with
+:func:`dualdistill.formatting.render`; ``official`` with :func:`dualdistill.official.render` (the
+official data's layout: transitions inside think blocks, a code→text transition owning the
+``<think>`` it opens; spans from ``official.segment_spans``, a segment's span being its
+``pre + text + post``). The rules below are the same for both.
 
 Character rules (a segment's span is its whole rendered text: opening tag, text, closing tag and
 the newline that ends it, e.g. ``<code>\\n...\\n</code>\\n``):
@@ -33,11 +40,17 @@ offset span take the status of the character they start at.
 
 The tokenizer call uses ``add_special_tokens=False``: the prompt carries its own BOS text.
 
-Against the official rule (mask from the token that completes ``<executor>`` to the token that
-completes ``</executor>``) the labels differ only at an executor block's edges: the tokens of the
-opening tag before the one completing it (the official off-by-one trains them), a newline token
-after ``</executor>`` (the environment wrote it: masked here), and tokens straddling the block's
-edge (trained here). ``tests/test_masking.py`` checks exactly that.
+Against the official dataloader (``TrainData`` of ``sft/dataloader.py``, run on the same text and
+tokenizer by ``tests/test_official_masks.py``) the labels differ only at boundary tokens:
+
+- an executor block or a failed code block: the official rule masks from the token that completes
+  the opening tag to the token before the one that completes the closing tag, so it trains the
+  opening tag's earlier tokens, the token completing the closing tag and the whitespace after it —
+  all masked here (the environment wrote them, or they belong to the failed block);
+- a token straddling a masked and a trained character: trained here, masked there when the
+  official count says "inside";
+- before the first transition (``mask_until_first_transition``): the official rule leaves the
+  two tokens before the sentence trained (its token count includes BOS); masked here.
 """
 
 from __future__ import annotations
@@ -48,11 +61,29 @@ from typing import Any
 
 import numpy as np
 
-from dualdistill import formatting
+from dualdistill import formatting, official
 from dualdistill.formatting import Segment
 
 IGNORE_INDEX = -100
 ENVIRONMENT_KINDS = ("executor", "notice")
+TEXT_FORMATS = ("project", "official")
+
+
+def render_completion(segments: list[Segment], text_format: str = "project") -> str:
+    """The completion text of segments in ``text_format`` (``project`` | ``official``)."""
+    if text_format == "official":
+        return official.render(segments)
+    if text_format != "project":
+        raise ValueError(f"text_format must be one of {TEXT_FORMATS}, got {text_format!r}")
+    return formatting.render(segments)
+
+
+def _spans(segments: list[Segment], text_format: str) -> list[tuple[int, int, int, int]]:
+    if text_format == "official":
+        return official.segment_spans(segments)
+    if text_format != "project":
+        raise ValueError(f"text_format must be one of {TEXT_FORMATS}, got {text_format!r}")
+    return formatting.segment_spans(segments)
 
 
 def code_status(segments: list[Segment], i: int) -> str:
@@ -75,14 +106,16 @@ def segment_trained(segments: list[Segment], i: int) -> bool:
 
 
 def trained_char_spans(prompt: str, completion: list[Segment] | list[dict[str, Any]], *,
-                       mask_until_first_transition: bool = False) -> list[tuple[int, int]]:
-    """Sorted, merged ``(start, end)`` spans of ``prompt + render(completion)`` that carry loss."""
+                       mask_until_first_transition: bool = False, text_format: str = "project"
+                       ) -> list[tuple[int, int]]:
+    """Sorted, merged ``(start, end)`` spans of ``prompt + render_completion(completion, text_format)``
+    that carry loss."""
     segments = formatting.as_segments(completion)
     first_transition = next((i for i, s in enumerate(segments) if s.kind == "transition"), None)
     start_at = first_transition if (mask_until_first_transition and first_transition is not None) else 0
     base = len(prompt)
     spans: list[tuple[int, int]] = []
-    for i, (start, end, _, _) in enumerate(formatting.segment_spans(segments)):
+    for i, (start, end, _, _) in enumerate(_spans(segments, text_format)):
         if i < start_at or not segment_trained(segments, i) or start == end:
             continue
         if spans and spans[-1][1] == base + start:
@@ -111,8 +144,10 @@ def token_trained(offsets: list[tuple[int, int]] | np.ndarray, spans: list[tuple
 
 def tokenize_with_labels(tokenizer: Any, prompt: str, completion: list[Segment] | list[dict[str, Any]], *,
                          mask_until_first_transition: bool = False, max_length: int | None = None,
-                         eos: bool = True, return_offsets: bool = False) -> dict[str, Any]:
-    """Token ids and labels (``-100`` where no loss) of one training example.
+                         eos: bool = True, return_offsets: bool = False, text_format: str = "project"
+                         ) -> dict[str, Any]:
+    """Token ids and labels (``-100`` where no loss) of one training example whose completion is
+    rendered in ``text_format``.
 
     Returns ``input_ids``, ``labels`` (lists of int), ``trained_spans`` (character spans of
     ``text``), ``text``, ``num_trained``, ``truncated`` (``max_length`` cut the sequence, keeping
@@ -121,8 +156,9 @@ def tokenize_with_labels(tokenizer: Any, prompt: str, completion: list[Segment] 
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("tokenize_with_labels needs a fast (Rust) tokenizer: offsets are not available otherwise")
     segments = formatting.as_segments(completion)
-    text = prompt + formatting.render(segments)
-    spans = trained_char_spans(prompt, segments, mask_until_first_transition=mask_until_first_transition)
+    text = prompt + render_completion(segments, text_format)
+    spans = trained_char_spans(prompt, segments, mask_until_first_transition=mask_until_first_transition,
+                               text_format=text_format)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     flat = np.fromiter(chain.from_iterable(enc["offset_mapping"]), dtype=np.int64, count=2 * len(ids))
@@ -152,11 +188,20 @@ def tokenize_with_labels(tokenizer: Any, prompt: str, completion: list[Segment] 
 
 
 # --- views -----------------------------------------------------------------------------------------
-def _example_fields(example: dict[str, Any]) -> tuple[str, list[Segment], bool]:
+def example_encoding(tokenizer: Any, example: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """:func:`tokenize_with_labels` of a training example (its prompt, segments, mask flag and text
+    format); ``kw`` goes to it (``max_length``, ``eos``, ``return_offsets``)."""
+    prompt, segments, flag, text_format = _example_fields(example)
+    return tokenize_with_labels(tokenizer, prompt, segments, mask_until_first_transition=flag,
+                                text_format=text_format, **kw)
+
+
+def _example_fields(example: dict[str, Any]) -> tuple[str, list[Segment], bool, str]:
     for field in ("prompt", "segments"):
         if field not in example:
             raise KeyError(f"training example {example.get('key', '?')!r} has no field {field!r}")
-    return example["prompt"], formatting.as_segments(example["segments"]), bool(example.get("mask_until_first_transition", False))
+    return (example["prompt"], formatting.as_segments(example["segments"]),
+            bool(example.get("mask_until_first_transition", False)), example.get("text_format") or "project")
 
 
 def mask_pieces(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: bool = False) -> list[tuple[str, bool]]:
@@ -165,10 +210,10 @@ def mask_pieces(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: 
 
     With ``show_prompt=False`` the prompt's tokens are collapsed into one masked placeholder
     (a token straddling the prompt's end is shown whole)."""
-    prompt, segments, flag = _example_fields(example)
+    prompt, segments, flag, text_format = _example_fields(example)
     if tokenizer is None:
-        text = prompt + formatting.render(segments)
-        spans = trained_char_spans(prompt, segments, mask_until_first_transition=flag)
+        text = prompt + render_completion(segments, text_format)
+        spans = trained_char_spans(prompt, segments, mask_until_first_transition=flag, text_format=text_format)
         pieces, pos = [], 0
         for s, e in spans:
             if s > pos:
@@ -180,7 +225,7 @@ def mask_pieces(tokenizer: Any | None, example: dict[str, Any], *, show_prompt: 
         if not show_prompt:
             pieces = _collapse_prompt(pieces, len(prompt), f"[prompt: {len(prompt)} characters]")
         return pieces
-    enc = tokenize_with_labels(tokenizer, prompt, segments, mask_until_first_transition=flag, return_offsets=True)
+    enc = example_encoding(tokenizer, example, return_offsets=True)
     text = enc["text"]
     pieces, prev_end = [], 0
     eos_text = tokenizer.eos_token or ""
@@ -217,8 +262,7 @@ def mask_view_html(tokenizer: Any | None, example: dict[str, Any], *, show_promp
     shown = pieces if max_tokens is None else pieces[:max_tokens]
     unit = "tokens" if tokenizer is not None else "spans"
     if tokenizer is not None:
-        prompt, segments, flag = _example_fields(example)
-        enc = tokenize_with_labels(tokenizer, prompt, segments, mask_until_first_transition=flag)
+        enc = example_encoding(tokenizer, example)
         counts = f"{len(enc['input_ids'])} tokens, {enc['num_trained']} trained"
     else:
         counts = f"{sum(len(t) for t, tr in pieces if tr)} trained characters"

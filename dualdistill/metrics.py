@@ -4,8 +4,13 @@
 
 Per group of records:
 
-- ``accuracy``: mean correctness; each problem weighs the same (its own mean over samples), which
-  equals the paper's "mean over samples" when every problem has the same number of samples;
+- ``accuracy``: mean correctness by the project's strict grader (``correct``); each problem weighs
+  the same (its own mean over samples), which equals the paper's "mean over samples" when every
+  problem has the same number of samples;
+- ``official_accuracy``: the same mean over the official-comparable verdicts (``official_correct``:
+  the official ``compute_score`` rule, ``official.verdict``), the score the paper's numbers come from;
+  ``score_disagreement``: the share of samples whose two verdicts differ; both over the samples that
+  have an official verdict (``None`` when none has: records written before it existed);
 - ``pass@k``: the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)`` per problem,
   averaged over the problems with ``n >= k``;
 - ``maj@k``: majority vote over the final answers of a problem's first ``k`` samples (by sample
@@ -154,6 +159,7 @@ def record_features(rec: dict[str, Any]) -> dict[str, Any]:
             "n_code_errors": int(traj.get("n_code_errors", 0)),
             "n_code_timeouts": int(traj.get("n_code_timeouts", 0)),
             "truncated": traj.get("finish_reason") == "length",
+            "official_correct": None if rec.get("official_correct") is None else bool(rec["official_correct"]),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"malformed sample record {rec.get('key', '<no key>')!r}: missing or bad {err}") from None
@@ -191,6 +197,7 @@ def compute_metrics(
         "n_samples": len(ok),
         "n_failed": len(feats) - len(ok),
         "accuracy": _mean([_mean([float(f["correct"]) for f in s]) for s in by_problem.values()]),
+        **_official_scores(by_problem),
     }
     for k in ks:
         vals = [pass_at_k(len(s), sum(f["correct"] for f in s), k) for s in by_problem.values() if len(s) >= k]
@@ -219,6 +226,19 @@ def compute_metrics(
         }
     )
     return out
+
+
+def _official_scores(by_problem: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``official_accuracy`` (per-problem mean, as ``accuracy``) and ``score_disagreement`` over the
+    samples with an official verdict."""
+    scored = {pid: [f for f in s if f["official_correct"] is not None] for pid, s in by_problem.items()}
+    scored = {pid: s for pid, s in scored.items() if s}
+    flat = [f for s in scored.values() for f in s]
+    return {
+        "official_accuracy": _mean([_mean([float(f["official_correct"]) for f in s]) for s in scored.values()]),
+        "score_disagreement": _mean([float(f["official_correct"] != f["correct"]) for f in flat]),
+        "n_official_scored": len(flat),
+    }
 
 
 def latest_per_sample(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

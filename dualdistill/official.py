@@ -4,6 +4,8 @@
     segs = official.parse(text)      # text: what follows "<｜Assistant｜>" in official data
     assert official.render(segs) == text
     official.score(response, "142")  # the verdict of the official compute_score (a bool)
+    placed = official.place_transitions(project_segments)  # transitions where the official data has them
+    official.accepted(official.render(placed))              # the official dataloader's format check
 
 Official trajectories are looser than the project's format (DESIGN §11): whitespace around and
 inside tags varies, text may sit between blocks, and transition sentences live inside think blocks —
@@ -29,7 +31,13 @@ stripped of surrounding whitespace.
   writes after its 10th call has ``meta["cap_notice"] = True``.
 
 Segments without ``pre``/``post`` (built in code) render canonically: ``<kind>\\n{text}\\n</kind>\\n``
-for blocks, the pieces of one think block joined by a blank line, bare segments as ``{text}\\n``.
+for blocks (a final answer block ends at ``</answer>``, where the official dataloader cuts), the pieces
+of one think block joined by a blank line, bare segments as ``{text}\\n``.
+
+Writing: :func:`place_transitions` turns project-format segments (a transition is a line between
+blocks) into the official placement, :func:`validate` checks the official layout (no line outside a
+block), :func:`segment_spans` gives the character spans of :func:`render` for the loss masks, and
+:func:`accepted` restates the official dataloader's format check (tests compare it with the real one).
 """
 
 from __future__ import annotations
@@ -40,17 +48,29 @@ from collections.abc import Iterable
 from typing import Any
 
 from dualdistill.formatting import (
+    BARE_KINDS,
     BLOCK_KINDS,
+    CODE_TO_TEXT,
+    CODE_TO_TEXT_MAY,
     KNOWN_TRANSITIONS,
     OFFICIAL_CALL_CAP_NOTICE,
     OFFICIAL_TIMEOUT_OUTPUT,
+    TEXT_TO_CODE,
+    VERIFY_WITH_CODE,
+    VERIFY_WITH_TEXT,
+    FormatError,
     Segment,
 )
+from dualdistill.formatting import validate as formatting_validate
 
-__all__ = ["parse", "render", "score", "code_statuses", "ERROR_MARKERS"]
+__all__ = ["parse", "render", "segment_spans", "place_transitions", "validate", "is_valid", "accepted", "score",
+           "verdict", "code_statuses", "ERROR_MARKERS", "TURN_OVER"]
 
 # The official dataloader's failure markers: an executor text holding one of them is a failed run.
 ERROR_MARKERS = ("SyntaxError", "Traceback (most recent call last)", OFFICIAL_TIMEOUT_OUTPUT)
+# The sentences before which the official dataloader masks the loss (the first of them in the text;
+# the code→text ones only where they open a think block). The verify sentences are not among them.
+TURN_OVER = (TEXT_TO_CODE, CODE_TO_TEXT, CODE_TO_TEXT_MAY)
 _OPEN_RE = re.compile(r"<(think|code|executor|answer)>")
 _CLOSERS = ("</think>", "</code>", "</answer>", "</executor>")
 
@@ -211,19 +231,148 @@ def _default_post(segments: list[Segment], i: int) -> str:
         last = i == len(segments) - 1 or segments[i + 1].meta.get("block") != block
         return ("" if seg.meta.get("open") else "\n</think>\n") if last else "\n\n"
     if seg.kind in BLOCK_KINDS:
-        return "" if seg.meta.get("open") else f"\n</{seg.kind}>\n"
+        if seg.meta.get("open"):
+            return ""
+        final_answer = seg.kind == "answer" and i == len(segments) - 1
+        return f"\n</{seg.kind}>" + ("" if final_answer else "\n")
     return "\n"
+
+
+def _parts(segs: list[Segment]) -> list[tuple[str, str, str]]:
+    """(pre, text, post) of every segment, canonical where meta lacks them."""
+    out = []
+    for i, seg in enumerate(segs):
+        pre, post = seg.meta.get("pre"), seg.meta.get("post")
+        out.append((_default_pre(segs, i) if pre is None else pre, seg.text,
+                    _default_post(segs, i) if post is None else post))
+    return out
 
 
 def render(segments: Iterable[Segment]) -> str:
     """Official-format text of segments: ``pre + text + post`` each (canonical where meta lacks them)."""
-    segs = list(segments)
-    parts = []
-    for i, seg in enumerate(segs):
-        pre, post = seg.meta.get("pre"), seg.meta.get("post")
-        parts.append((_default_pre(segs, i) if pre is None else pre) + seg.text
-                     + (_default_post(segs, i) if post is None else post))
-    return "".join(parts)
+    return "".join(pre + text + post for pre, text, post in _parts(list(segments)))
+
+
+def segment_spans(segments: list[Segment]) -> list[tuple[int, int, int, int]]:
+    """Character spans in :func:`render` ``(segments)``: (start, end, text_start, text_end) per
+    segment, as :func:`dualdistill.formatting.segment_spans` gives them for the project's rendering.
+    ``start:end`` is ``pre + text + post``; a transition that opens a think block owns its ``<think>``."""
+    spans, pos = [], 0
+    for pre, text, post in _parts(list(segments)):
+        start = pos
+        pos += len(pre) + len(text) + len(post)
+        spans.append((start, pos, start + len(pre), start + len(pre) + len(text)))
+    return spans
+
+
+# --- the official placement of transitions --------------------------------------------------------
+_OPENS_BLOCK = {CODE_TO_TEXT: "code_to_text", CODE_TO_TEXT_MAY: "code_to_text", VERIFY_WITH_TEXT: "code_to_text",
+                TEXT_TO_CODE: "text_to_code", VERIFY_WITH_CODE: "text_to_code"}
+
+
+def _direction(seg: Segment) -> str:
+    key = str(seg.meta.get("transition", ""))
+    if key.endswith(("text_to_code", "code_to_text")):
+        return key.rsplit(":", 1)[-1]
+    return _OPENS_BLOCK.get(seg.text, "code_to_text")
+
+
+def place_transitions(segments: Iterable[Segment]) -> list[Segment]:
+    """Project-format segments (transitions as bare lines between blocks) with every transition put
+    where the official data has it (DESIGN §11):
+
+    - ``code_to_text`` (and the verify sentence after code) opens a new think block: the sentence is
+      that block's first piece, and a think segment right after it joins the block
+      (``"<think>\\n" + sentence + "\\n\\n" + text-teacher reasoning``);
+    - ``text_to_code`` ends the think block before it (the first attempt's), as its last piece; with
+      no think block right before it, the sentence gets a think block of its own.
+
+    The direction comes from ``meta["transition"]`` (``"<case>:<direction>"``, set by composition and
+    selection), else from the sentence (an unknown sentence opens a block). Other segments are copied
+    unchanged; ``meta["block"]`` numbers the think blocks that hold transitions. The input is not
+    modified."""
+    out: list[Segment] = []
+    join_next = None  # block id a following think segment joins
+    next_id = 0
+    for seg in segments:
+        copy = Segment(seg.kind, seg.text, dict(seg.meta))
+        if copy.kind == "transition" and copy.meta.get("block") is None:
+            if _direction(copy) == "text_to_code" and out and out[-1].kind == "think" and not out[-1].meta.get("open"):
+                block = out[-1].meta.setdefault("block", f"t{next_id}")
+                join_next = None
+            else:
+                block = f"t{next_id}"
+                join_next = block
+            next_id += 1
+            copy.meta["block"] = block
+        elif copy.kind == "think" and join_next is not None and copy.meta.get("block") is None:
+            copy.meta["block"] = join_next
+            join_next = None
+        else:
+            join_next = None
+        out.append(copy)
+    return _number_blocks(out)
+
+
+def _number_blocks(segments: list[Segment]) -> list[Segment]:
+    """``meta["block"]`` of marked pieces = the index of their block in the trajectory."""
+    index, prev = -1, object()
+    for seg in segments:
+        block = seg.meta.get("block")
+        if block is None or block != prev:
+            index += 1
+        if block is not None:
+            seg.meta["block"] = index
+        prev = block
+    return segments
+
+
+def validate(segments: list[Segment], *, require_answer: bool = True) -> None:
+    """:func:`dualdistill.formatting.validate` for official-format segments: the same rules on
+    answers and tags, and the official layout — no line outside a block (a bare segment must be a
+    piece of a think block), no unclosed block. What passes renders to text the official
+    ``check_format`` accepts (:func:`accepted`); that check is looser — it lets a line through when
+    only the answer block follows it."""
+    for i, seg in enumerate(segments):
+        if seg.meta.get("open"):
+            raise FormatError(f"segment {i} ({seg.kind}): unclosed block")
+        if seg.kind in BARE_KINDS and seg.meta.get("block") is None:
+            raise FormatError(f"segment {i} ({seg.kind}) is a line outside any block: the official format "
+                              "has none (a transition belongs in a think block)")
+        if seg.kind not in ("think", "transition") and seg.meta.get("block") is not None:
+            raise FormatError(f"segment {i} ({seg.kind}) cannot be a piece of a think block")
+    pieces = [Segment(s.kind if s.kind in BLOCK_KINDS else "think", s.text) for s in segments]
+    formatting_validate(pieces, require_answer=require_answer)
+
+
+def is_valid(segments: list[Segment], *, require_answer: bool = True) -> bool:
+    try:
+        validate(segments, require_answer=require_answer)
+    except FormatError:
+        return False
+    return True
+
+
+def accepted(text: str) -> bool:
+    """Whether the official dataloader keeps a trajectory: the rule of its format check
+    (``math_utils/format_checking.py``), restated. From the stripped text, consume blocks
+    ``<think>`` / ``<code>`` / ``<executor>``: each needs its closing tag, and what lies between its
+    opening tag and the first closing tag of its kind may not contain any of those three opening tags.
+    At ``<answer>``: accepted iff ``</answer>`` follows and none of the three opening tags does.
+    At anything else (text, or the end): accepted iff none of the three opening tags follows."""
+    rest = text.strip()
+    opening = ("<think>", "<code>", "<executor>")
+    while not rest.startswith("<answer>"):
+        kind = next((k for k in ("think", "code", "executor") if rest.startswith(f"<{k}>")), None)
+        if kind is None:
+            return not any(tag in rest for tag in opening)
+        close = rest.find(f"</{kind}>")
+        if close == -1:
+            return False
+        if any(tag in rest[len(kind) + 2:close] for tag in opening):
+            return False
+        rest = rest[close + len(kind) + 3:].strip()
+    return "</answer>" in rest and not any(tag in rest for tag in opening)
 
 
 # --- the official scorer ---------------------------------------------------------------------------
@@ -289,3 +438,12 @@ def score(response: str, gold: object) -> bool:
     parse_kw: dict[str, Any] = {} if limits else {"parsing_timeout": None}
     verify_kw: dict[str, Any] = {} if limits else {"timeout_seconds": None}
     return bool(mv_verify(mv_parse(gold_expr, **parse_kw), mv_parse(text, **parse_kw), **verify_kw))
+
+
+def verdict(response: str, gold: object) -> bool | None:
+    """:func:`score`, or None where it raises (math-verify on unusual input): the official-comparable
+    verdict stored in every sample record beside the project's strict grade."""
+    try:
+        return score(response, gold)
+    except Exception:  # a scorer failure must not lose the sample; None = no verdict
+        return None

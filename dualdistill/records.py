@@ -67,12 +67,16 @@ class TrainingExample:
     student_sample: int | None = None  # T2: which sample of S1
     teacher_solution: int | None = None  # T2: which text-teacher solution
     replay: bool = False  # a T1 example replayed in S2's training data
+    text_format: str = "project"  # how the segments render to training text: project | official
+    group: str | None = None  # T1: the balancing group it was counted in (composition.balance_by)
+    problem_text: str | None = None  # the problem as stated (official export: the "problem" column)
 
     @classmethod
     def build(cls, problem: Problem | dict[str, Any], **kw: Any) -> TrainingExample:
         """An example of ``problem``: its id, subset, family and answer filled in."""
         p = _problem_dict(problem)
-        base = {"problem_id": p["id"], "subset": p.get("subset"), "family": p.get("family"), "answer": p.get("answer")}
+        base = {"problem_id": p["id"], "subset": p.get("subset"), "family": p.get("family"), "answer": p.get("answer"),
+                "problem_text": p.get("problem")}
         return cls(**{**base, **kw})
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,7 +107,7 @@ class SampleRecord:
     problem: dict[str, Any]  # Problem.to_dict()
     sample: int
     trajectory: dict[str, Any]  # Trajectory.to_dict()
-    correct: bool
+    correct: bool  # the project's strict grade (grading.grade)
     grade_status: str = "ok"  # grading.GradeResult.status: ok | no_answer | timeout | error
     status: str = "ok"  # failed: the policy failed (finish reason "error")
     error: str | None = None
@@ -113,6 +117,7 @@ class SampleRecord:
     benchmark_version: str = "custom"
     config_hash: str = ""
     sampling: dict[str, Any] = field(default_factory=dict)  # temperature, seed, ... as sent
+    official_correct: bool | None = None  # official.verdict: the official compute_score's (None: no verdict)
 
     @classmethod
     def from_trajectory(cls, traj: Trajectory, *, problem: Problem | dict[str, Any], correct: bool,

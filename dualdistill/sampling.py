@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dualdistill import progress
+from dualdistill import official, progress
 from dualdistill.config import PolicyConfig
 from dualdistill.grading import grade_result
 from dualdistill.policy import Policy, build_policy
@@ -124,6 +124,7 @@ def record(job: SampleJob, traj: Trajectory, settings: SampleSettings, *, correc
         sample=job.sample, grade_status=grade_status, tools=settings.tools,
         benchmark_version=settings.benchmark_version, config_hash=settings.config_hash,
         sampling=settings.sampling.to_dict(),
+        official_correct=official.verdict(traj.completion, job.problem.answer),  # official-comparable score
     ).to_dict()
 
 

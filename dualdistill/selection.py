@@ -11,6 +11,12 @@ trajectory cut before its final answer, the code→text fix transition and a tex
 Strict inequalities; both rules may fire for one problem. Only text-teacher solutions are used as
 feedback. No sampling and no I/O here: stage 04, stage 06 and notebook 04 all call these functions,
 so the rule has one definition.
+
+``transition_style="official"`` places the transition as the official processing script does (a new
+think block: ``"<think>\nWait, ...\n\n" + solution``; ``official.place_transitions``) and gives the
+examples ``text_format: official``; a student attempt with a line outside any block cannot be
+written that way and is not used. The attempt is cut as below in both styles (the official script
+cuts a correction at its last ``</think>`` and a verification at ``<answer>``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dualdistill import formatting
+from dualdistill import formatting, official
 from dualdistill.backends.replay import r1_to_segments
 from dualdistill.formatting import Segment, as_segments
 from dualdistill.grading import grade
@@ -180,12 +186,18 @@ def _student_len(rec: dict) -> int:
 
 
 def _example(rec: dict, rule: str, student: list[Segment], transition: str, solution: list[Segment],
-             g: float, mask: bool, sol_index: int, prompt_style: str = "r1") -> dict:
+             g: float, mask: bool, sol_index: int, prompt_style: str = "r1", transition_style: str = "project") -> dict:
     prob = rec["problem"]
+    key = "verify:code_to_text" if rule == "verify" else "fix:code_to_text"
+    segments = [*student, Segment("transition", transition, {"transition": key}), *solution]
+    formatting.validate(segments)
+    if transition_style == "official":
+        segments = official.place_transitions(segments)
+        official.validate(segments)
     return TrainingExample.build(
         prob, key=record_key("t2", prob["id"], rule),
         prompt=formatting.build_prompt(prob["problem"], code=True, style=prompt_style),
-        segments=[*student, Segment("transition", transition), *solution], source="t2",
+        segments=segments, source="t2", text_format=transition_style,
         mask_until_first_transition=mask, rule=rule, gbar=g, student_sample=int(rec["sample"]),
         teacher_solution=sol_index,
     ).to_dict()
@@ -202,6 +214,7 @@ def select_examples(
     seed: int = 0,
     mask_before_transition: str = "wrong_first",
     prompt_style: str = "r1",
+    transition_style: str = "project",
 ) -> tuple[list[dict], dict]:
     """Step 6: T2 training examples from cached samples (pure; no sampling, no I/O).
 
@@ -211,6 +224,7 @@ def select_examples(
     ``pick``: which student sample / teacher solution is used — ``random`` (seeded per problem and
     rule), ``shortest`` (fewest tokens), ``first``. ``mask_before_transition``: ``wrong_first``
     masks the student part of corrections only, ``always`` of both rules, ``never`` of none.
+    ``transition_style``: ``project`` (a transition line) or ``official`` (module docstring).
 
     Returns ``(examples, report)``; the report counts problems per rule and lists problems that
     would contribute but have no teacher solution (``no_teacher_solution``) or no usable student
@@ -218,6 +232,8 @@ def select_examples(
     """
     if pick not in PICKS:
         raise ValueError(f"pick must be one of {PICKS}, got {pick!r}")
+    if transition_style not in ("project", "official"):
+        raise ValueError(f"transition_style must be project or official, got {transition_style!r}")
     if mask_before_transition not in MASK_MODES:
         raise ValueError(f"mask_before_transition must be one of {MASK_MODES}, got {mask_before_transition!r}")
     transitions = dict(formatting.DEFAULT_TRANSITIONS if transitions is None else transitions)
@@ -262,6 +278,9 @@ def select_examples(
                 if bool(rec["correct"]) != want:
                     continue
                 student = student_part(rec)
+                if student is not None and transition_style == "official" and any(
+                        s.kind in formatting.BARE_KINDS for s in student):
+                    student = None  # a line outside any block: the official format has none
                 if student is None:
                     report["unusable_student_samples"] += 1
                 else:
@@ -271,8 +290,8 @@ def select_examples(
                 continue
             rec, student = _pick(candidates, pick, rng, lambda c: (_student_len(c[0]), int(c[0]["sample"])))
             sol_index, solution = _pick(solutions, pick, rng, lambda s: (len(formatting.render(s[1])), s[0]))
-            ex = _example(rec, rule, student, sentence[rule], solution, g, mask[rule], sol_index, prompt_style)
-            formatting.validate(as_segments(ex["segments"]))
+            ex = _example(rec, rule, student, sentence[rule], solution, g, mask[rule], sol_index, prompt_style,
+                          transition_style)
             examples.append(ex)
             report["examples"][rule] += 1
     report["n_examples"] = len(examples)

@@ -35,6 +35,7 @@ from dualdistill.artifacts import (
 )
 from dualdistill.config import PolicyConfig, RunConfig
 from dualdistill.entry import stage
+from dualdistill.official_data import export_official
 from dualdistill.policy import Policy
 from dualdistill.problem import Problem
 from dualdistill.sampling import (
@@ -106,11 +107,12 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
     paths = RunPaths.of(cfg)
     store = JsonlStore(paths.sd_samples)
     jobs = [SampleJob(record_key(MODEL, p.id, s, chash), p, s,
-                      formatting.build_prompt(p.problem, code=True, style=cfg.student.prompt_style))
+                      formatting.sampling_prompt(p.problem, code=True, style=cfg.student.prompt_style))
             for p in problems for s in range(sd.k)]
     settings = SampleSettings(model=MODEL, benchmark=BENCHMARK, budget_name=BUDGET_NAME, budget=sd.budget,
                               max_code_calls=sd.max_code_calls, sampling=sampling_settings(cfg), config_hash=chash,
-                              role="student", max_in_flight=sd.max_in_flight)
+                              role="student", max_in_flight=sd.max_in_flight,
+                              call_cap=formatting.call_cap_style(cfg.student.prompt_style))
     todo = pending(jobs, store)
     log.info("self-distillation sampling: %d of %d samples missing", len(todo), len(jobs))
     if todo:
@@ -134,11 +136,12 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
 
 # --- text-teacher solutions (the feedback) -------------------------------------------------------------
 def load_teacher_solutions(cfg: RunConfig, problems: list[Problem]) -> dict[str, list]:
-    """Text-teacher solutions: stage 01's rollouts where present, else recorded replays in the
-    problems' meta (fields of ``teachers.text.replay_fields``)."""
+    """Text-teacher solutions of ``problems`` (and of no other problem): stage 01's rollouts where
+    present, else recorded replays in the problems' meta (fields of ``teachers.text.replay_fields``)."""
     out: dict[str, list] = {}
+    wanted = {p.id for p in problems}
     if RunPaths.of(cfg).teacher_rollouts.exists():
-        out = teacher_solutions_from_records(teacher_records(cfg))
+        out = {pid: sols for pid, sols in teacher_solutions_from_records(teacher_records(cfg)).items() if pid in wanted}
     missing = [p for p in problems if p.id not in out]
     fields = cfg.teachers.text.replay_fields
     if missing and any(f in p.meta for p in missing for f in fields):
@@ -156,7 +159,7 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
         group_by_problem(records), load_teacher_solutions(cfg, problems),
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
-        prompt_style=cfg.student.prompt_style,
+        prompt_style=cfg.student.prompt_style, transition_style=cfg.composition.transition_style,
     )
 
 
@@ -234,6 +237,7 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     examples, report = select_from_cache(cfg, records, problems)
     paths = RunPaths.of(cfg)
     write_jsonl(paths.t2, examples)
+    summary["official_export"] = export_official(examples, paths.t2_official)
     cfg.save(paths.t2.with_name("config.yaml"))
     write_json(paths.t2_selection, report)
     summary.update(

@@ -19,6 +19,23 @@ the training-relevant settings are unchanged), ``adapter/`` (lora/qlora), ``sft_
 transformers and vLLM) goes to ``model_dir`` (default ``output_dir/model``) with
 ``sft_summary.json``, whose hash makes a rerun with the same config and data a no-op.
 Under ``accelerate launch`` every rank trains; only rank 0 merges and writes files.
+
+Recipes (``sft.recipe``), side by side:
+
+==============================  =======================================  ========================================
+                                ``project`` (default)                    ``official`` (the official ``sft/train.py``)
+==============================  =======================================  ========================================
+weights                         float32 masters (full); bf16 autocast    bf16 weights, no fp32 master, no autocast
+                                on a GPU (``sft.bf16``)                  (optimizer states in bf16 too)
+optimizer                       transformers' ``optim`` (AdamW: decay    torch AdamW, weight decay 0.01 on every
+                                ``weight_decay``, not on biases/norms)   parameter, betas (0.9, 0.999), eps 1e-8
+learning rate                   ``lr_scheduler_type``, ``warmup_ratio``  constant, no warm-up
+gradient clipping               ``max_grad_norm`` (1.0)                  1.0
+batch                           per device × accumulation × processes    1 (one process; several are refused)
+==============================  =======================================  ========================================
+
+The official run is one process; on several GPUs it spreads the model over them
+(``device_map="auto"``), which ``recipe: official`` does too when one process sees several GPUs.
 """
 
 from __future__ import annotations
@@ -61,8 +78,10 @@ RESUMABLE_CHANGES = ("max_steps", "num_train_epochs", "save_steps", "save_total_
 
 # --- hashing -------------------------------------------------------------------------------------
 def data_hash(examples: list[dict]) -> str:
-    """Hash of what training reads from the examples (prompt, segments with meta, mask flag)."""
+    """Hash of what training reads from the examples (prompt, segments with meta, mask flag, and the
+    text format where it is not the project's)."""
     return stable_hash([[e.get("prompt"), e.get("segments"), bool(e.get("mask_until_first_transition"))]
+                        + ([e["text_format"]] if e.get("text_format", "project") != "project" else [])
                         for e in examples])
 
 
@@ -85,7 +104,7 @@ def tokenize_examples(examples: list[dict], tokenizer: Any, sft: SFTConfig, *, p
         enc = tokenize_with_labels(
             tokenizer, prompt, segments,
             mask_until_first_transition=bool(ex.get("mask_until_first_transition", False)),
-            max_length=None, eos=True,
+            max_length=None, eos=True, text_format=ex.get("text_format") or "project",
         )
         ids, labels = list(enc["input_ids"]), list(enc["labels"])
         if len(ids) != len(labels):
@@ -163,6 +182,7 @@ def training_args(sft: SFTConfig, output_dir: Path, *, device: str, bf16: bool, 
         save_strategy="steps",
         save_steps=sft.save_steps,
         save_total_limit=sft.save_total_limit,
+        max_grad_norm=sft.max_grad_norm,
         report_to=[] if sft.report_to in ("none", "") else [r.strip() for r in sft.report_to.split(",")],
         seed=sft.seed,
         data_seed=sft.seed,
@@ -170,6 +190,24 @@ def training_args(sft: SFTConfig, output_dir: Path, *, device: str, bf16: bool, 
         dataset_num_proc=None,
         remove_unused_columns=True,
     )
+
+
+def check_recipe(sft: SFTConfig, world_size: int) -> None:
+    """``recipe: official`` trains with a global batch of 1, as the official run: one process."""
+    if sft.recipe == "official" and world_size > 1:
+        raise ValueError(
+            f"sft.recipe official trains with a global batch of 1 (the official run: one process, batch 1); under "
+            f"{world_size} processes it would be {world_size}. Launch one process (with several GPUs visible it "
+            "spreads the model over them), or use recipe project")
+
+
+def official_optimizer(model: Any, sft: SFTConfig) -> Any:
+    """The official run's optimizer: torch AdamW over every trainable parameter, one group, weight
+    decay ``sft.weight_decay`` (0.01) on all of them, torch's default betas and eps."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=sft.weight_decay)
 
 
 def _compute_dtype(sft: SFTConfig, device: str, bf16: bool) -> Any:
@@ -186,11 +224,16 @@ def _compute_dtype(sft: SFTConfig, device: str, bf16: bool) -> Any:
 def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: bool, args: Any = None) -> Any:
     """The model to train. full: float32 weights (bf16 autocast on GPU; DeepSpeed keeps fp32 masters);
     lora: frozen base in bf16 on GPU, float32 on CPU; qlora: 4-bit NF4 base with double quantisation
-    and ``prepare_model_for_kbit_training``."""
+    and ``prepare_model_for_kbit_training``; recipe official: bf16 weights (CPU too), spread over the
+    GPUs one process sees when it sees several."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if sft.recipe == "official":
+        kwargs["dtype"] = torch.bfloat16
+        if device == "cuda" and torch.cuda.device_count() > 1:
+            kwargs["device_map"] = "auto"
     if sft.attn_implementation or device == "cuda":
         kwargs["attn_implementation"] = sft.attn_implementation or "sdpa"
     if sft.method == "lora" and bf16:
@@ -270,9 +313,11 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], 
     if not rows:
         raise ValueError("no training examples left after tokenisation (all dropped or without loss tokens)")
     dataset = datasets.Dataset.from_list(rows)
+    optimizers = (official_optimizer(model, sft), None) if sft.recipe == "official" else (None, None)
     return trl.SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=lora_config(sft) if sft.method in ("lora", "qlora") else None, callbacks=callbacks,
+        optimizers=optimizers,
     )
 
 
@@ -359,6 +404,7 @@ def train_sft(
     bf16 = use_bf16(sft, device)
     set_seed(sft.seed)
     args = training_args(sft, output_dir, device=device, bf16=bf16, progress=progress)
+    check_recipe(sft, args.world_size)
     main = args.process_index == 0
     checkpoints = output_dir / "checkpoints"
     config_path = output_dir / "sft_config.json"
@@ -408,7 +454,9 @@ def train_sft(
         "tokens_trained": session_tokens, "seconds": round(seconds, 2),
         "tokens_per_s": round(session_tokens / seconds, 1) if seconds > 0 else None,
         "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
-        "device": device, "bf16": bf16, "hash": run_hash, "skipped": False,
+        "device": device, "bf16": bf16, "hash": run_hash, "skipped": False, "recipe": sft.recipe,
+        "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "global_batch": sft.per_device_train_batch_size * sft.gradient_accumulation_steps * args.world_size,
     }
     if main:
         if sft.method != "full":

@@ -1,7 +1,13 @@
 """Results tables of stage 05's metric rows, in the paper's layout, with the paper's rows beside them.
 
-    table = results_table(rows)            # rows: report/summary.json["eval"]
-    print(table_markdown(table))           # | model | aime2025 (S/L) | ... |
+    table = results_table(rows)                      # strict score (the project's grader)
+    table = results_table(rows, score="official")    # official-comparable score, with the paper's rows
+    print(table_markdown(table))                     # | model (strict score) | aime2025 (S/L) | ... |
+
+Two scores per row (``dualdistill.metrics``): ``strict`` — the project's grader, the default — and
+``official`` — the verdict of the official ``compute_score`` (substring matches included), the rule
+the paper's numbers were computed with. The paper's rows ("paper: …") are only set beside the
+official-comparable score, and the table says which score it shows.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from dualdistill.benchmarks import PAPER_BUDGETS, PAPER_COLUMNS, PAPER_RESULTS, 
 
 AVG = "avg"
 REFERENCE_PREFIX = "paper: "
+SCORES = {"strict": "accuracy", "official": "official_accuracy"}  # score -> metric of the summary rows
+SCORE_LABELS = {"strict": "strict score: the project's grader",
+                "official": "official-comparable score: the official compute_score's verdict"}
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -28,15 +37,27 @@ def results_table(
     *,
     budgets: Sequence[str] | None = None,
     models: Sequence[str] | None = None,
-    reference: bool = True,
+    score: str = "strict",
+    reference: bool | None = None,
 ) -> pd.DataFrame:
-    """Accuracy (%) shaped like the paper's table: rows = models (then the paper's rows for the
-    benchmarks it reports), columns = (benchmark, budget) plus (avg, budget). A model's avg is the
-    mean over all benchmarks shown (missing if one is missing); a paper row's avg is the mean over
-    the shown benchmarks the paper reports. Subset "all" rows of the summary are used."""
+    """Accuracy (%) shaped like the paper's table: rows = models (then, for ``score="official"``, the
+    paper's rows for the benchmarks it reports), columns = (benchmark, budget) plus (avg, budget). A
+    model's avg is the mean over all benchmarks shown (missing if one is missing); a paper row's avg
+    is the mean over the shown benchmarks the paper reports. Subset "all" rows of the summary are
+    used. ``score``: ``strict`` or ``official`` (:data:`SCORES`); ``reference`` (default: with the
+    official score) adds the paper's rows — only beside the official-comparable score. The table's
+    ``attrs["score"]`` names the score (``table_markdown`` prints it)."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
+    reference = score == "official" if reference is None else reference
+    if reference and score != "official":
+        raise ValueError("the paper's rows are compared with the official-comparable score: use score='official'")
     df = summary_frame(rows)
     if df.empty:
         return pd.DataFrame()
+    metric = SCORES[score]
+    if metric not in df.columns:
+        df = df.assign(**{metric: None})
     df = df[df["subset"] == "all"]
     budgets = list(budgets) if budgets else list(dict.fromkeys(df["budget"]))
     models = list(models) if models else list(dict.fromkeys(df["model"]))
@@ -45,8 +66,9 @@ def results_table(
                                      names=["benchmark", "budget"])
     table = pd.DataFrame(index=pd.Index(models, name="model"), columns=cols, dtype=float)
     for r in df.itertuples():
-        if r.model in models and r.budget in budgets and r.accuracy is not None:
-            table.loc[r.model, (r.benchmark, r.budget)] = 100.0 * r.accuracy
+        value = getattr(r, metric)
+        if r.model in models and r.budget in budgets and value is not None and not pd.isna(value):
+            table.loc[r.model, (r.benchmark, r.budget)] = 100.0 * value
     if reference:
         mapped = {b: paper_column(b) for b in benchmarks if paper_column(b)}
         if mapped:
@@ -62,7 +84,32 @@ def results_table(
         cells = table[[(b, bud) for b in benchmarks]]
         table[(AVG, bud)] = cells.mean(axis=1, skipna=False)
         table.loc[refs, (AVG, bud)] = cells[refs].mean(axis=1, skipna=True)
+    table.attrs["score"] = score
     return table
+
+
+def disagreement_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per (model, benchmark, budget): the strict and the official-comparable accuracy (%) and the
+    share of samples (%) on which the two verdicts differ. Subset "all" rows."""
+    df = summary_frame(rows)
+    if df.empty:
+        return pd.DataFrame()
+    df = df[df["subset"] == "all"]
+    out = pd.DataFrame({"model": df["model"], "benchmark": df["benchmark"], "budget": df["budget"],
+                        "strict": 100.0 * df["accuracy"].astype(float)})
+    for col, src in (("official", "official_accuracy"), ("disagreement", "score_disagreement")):
+        out[col] = 100.0 * df[src].astype(float) if src in df.columns else np.nan
+    return out.reset_index(drop=True)
+
+
+def frame_markdown(df: pd.DataFrame) -> str:
+    """A flat frame as a markdown table (numbers with one decimal, missing as —)."""
+    if df.empty:
+        return "_no evaluation records_\n"
+    lines = [f"| {' | '.join(map(str, df.columns))} |", "|---" * len(df.columns) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(x: float) -> str:
@@ -76,7 +123,9 @@ def table_markdown(table: pd.DataFrame) -> str:
     benchmarks = list(dict.fromkeys(table.columns.get_level_values(0)))
     budgets = list(dict.fromkeys(table.columns.get_level_values(1)))
     slash = "/".join(budgets)
-    header = f"| model | {' | '.join(f'{b} ({slash})' for b in benchmarks)} |"
+    score = table.attrs.get("score")
+    first = f"model ({SCORE_LABELS[score].split(':')[0]})" if score in SCORE_LABELS else "model"
+    header = f"| {first} | {' | '.join(f'{b} ({slash})' for b in benchmarks)} |"
     lines = [header, "|---" * (len(benchmarks) + 1) + "|"]
     for model, row in table.iterrows():
         cells = ["/".join(_fmt(row[(b, bud)]) for bud in budgets) for b in benchmarks]

@@ -49,7 +49,7 @@ from dualdistill.artifacts import RunPaths, rollout_hash, teacher_records
 from dualdistill.config import DataSource, RunConfig
 from dualdistill.entry import stage
 from dualdistill.grading import grade
-from dualdistill.loaders import load_source, load_sources, remove_near_duplicates
+from dualdistill.loaders import load_source, train_problems
 from dualdistill.policy import Policy, build_policy
 from dualdistill.problem import Problem
 from dualdistill.records import TeacherRecord
@@ -80,28 +80,13 @@ def teacher_prompt(problem_text: str, teacher: str) -> str:
 
 # --- inputs -----------------------------------------------------------------------------------
 def load_train_problems(cfg: RunConfig) -> tuple[list[Problem], list[Problem]]:
-    """Training problems of ``cfg.data.train`` minus near-duplicates of ``cfg.data.test``.
-    Returns (kept, removed).
-
-    Synthetic (world) problems are not compared: their splits are disjoint by construction, and
-    templated texts that differ only in their numbers score above any fuzzy-ratio threshold."""
-    train, synthetic = [], set()
-    for src in cfg.data.train:
-        probs = load_source(src, world=cfg.world)
-        train.extend(probs)
-        if src.kind == "synthetic":
-            synthetic.update(p.id for p in probs)
-    if not train:
+    """Training problems of ``cfg.data.train`` minus near-duplicates of ``cfg.data.test``
+    (``loaders.train_problems``). Returns (kept, removed)."""
+    if not cfg.data.train:
         raise ValueError("no training problems: cfg.data.train is empty")
-    ids = [p.id for p in train]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate problem id {next(i for i in ids if ids.count(i) > 1)!r} in data.train: "
-                         "give sources distinct names")
-    test = load_sources(cfg.data.test, world=cfg.world) if cfg.data.test else []
-    _, removed = remove_near_duplicates([p for p in train if p.id not in synthetic], test,
-                                               cfg.data.dedup_threshold)
-    dropped = {p.id for p in removed}
-    kept = [p for p in train if p.id not in dropped]
+    kept, removed = train_problems(cfg.data, cfg.world)
+    if not kept and not removed:
+        raise ValueError("no training problems: cfg.data.train is empty")
     log.info("teacher rollouts: %d training problems, %d removed as near-duplicates of test problems",
              len(kept), len(removed))
     return kept, removed
@@ -381,9 +366,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 @stage("01")
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Stage 01: prepare the student (the tiny build), roll out both teachers, and — in the embedded
-    world — the stage-0 text-teacher traces. Resumable; returns the three summaries."""
+    world — the stage-0 text-teacher traces. Resumable; returns the three summaries. With
+    ``composition.released`` (T1 = the paper's data) there is nothing for the teachers to do."""
     out: dict[str, Any] = {"student": prepare_student(cfg)}
-    out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
+    if cfg.composition.released is not None:  # T1 is the paper's data: no teacher has to answer
+        log.info("teacher rollouts skipped: T1 comes from the released data (composition.released)")
+        out["teacher_rollouts"] = {"skipped": "composition.released: T1 is the paper's released data"}
+    else:
+        out["teacher_rollouts"] = run_teacher_rollouts(cfg, progress=progress)
     if cfg.world is not None:
         out["stage0"] = run_stage0_rollouts(cfg, progress=progress)
     return out

@@ -72,20 +72,36 @@ def test_selection_sweep_leaves_out_invalid_pairs():
 # --- results table ----------------------------------------------------------------------------
 def test_results_table_matches_records_and_paper(fixture_cfg):
     rows = analysis.load_eval_rows(fixture_cfg)
-    table = tables.results_table(rows)
-    assert list(table.index[:3]) == ["S0", "S1", "S2"]
+    table = tables.results_table(rows)  # strict: the project's grader, no paper rows beside it
+    assert list(table.index) == ["S0", "S1", "S2"] and table.attrs["score"] == "strict"
     assert table.loc["S2", ("world_test", "L")] == pytest.approx(100.0)
     assert table.loc["S1", ("world_test", "S")] == pytest.approx(75.0)
     assert table.loc["S2", ("aime2025", "S")] == pytest.approx(50.0)
     assert table.loc["S2", ("avg", "S")] == pytest.approx((87.5 + 50.0) / 2)
-    ref = tables.REFERENCE_PREFIX + "Agentic-R1-7B"
-    assert table.loc[ref, ("aime2025", "S")] == 28.0 and table.loc[ref, ("aime2025", "L")] == 40.7
-    assert table.loc[ref, ("avg", "L")] == 40.7  # the paper's rows average over the matched benchmarks
     md = tables.table_markdown(table)
-    assert "| S2 | 87.5/100.0 | 50.0/75.0 | 68.8/87.5 |" in md
+    assert md.startswith("| model (strict score) |") and "| S2 | 87.5/100.0 | 50.0/75.0 | 68.8/87.5 |" in md
+    assert "paper:" not in md
+    with pytest.raises(ValueError, match="official-comparable"):
+        tables.results_table(rows, reference=True)
+
+    official = tables.results_table(rows, score="official")  # the paper's rows are compared with this one
+    ref = tables.REFERENCE_PREFIX + "Agentic-R1-7B"
+    assert official.loc[ref, ("aime2025", "S")] == 28.0 and official.loc[ref, ("aime2025", "L")] == 40.7
+    assert official.loc[ref, ("avg", "L")] == 40.7  # the paper's rows average over the matched benchmarks
+    # S0 on world_test at S: strict 25%; its wrong "13" for an answer 3 (two samples) is right by substring
+    assert official.loc["S0", ("world_test", "S")] == pytest.approx(50.0)
+    assert official.loc["S2", ("world_test", "L")] == pytest.approx(100.0)
+    md = tables.table_markdown(official)
+    assert md.startswith("| model (official-comparable score) |")
     assert "| paper: Agentic-R1-7B | —/— | 28.0/40.7 | 28.0/40.7 |" in md
-    no_ref = tables.results_table(rows, reference=False, budgets=["L"], models=["S1"])
+    no_ref = tables.results_table(rows, score="official", reference=False, budgets=["L"], models=["S1"])
     assert list(no_ref.index) == ["S1"] and list(no_ref.columns.get_level_values(1)) == ["L"] * 3
+
+    dis = tables.disagreement_table(rows).set_index(["model", "benchmark", "budget"])
+    assert dis.loc[("S0", "world_test", "S"), "strict"] == pytest.approx(25.0)
+    assert dis.loc[("S0", "world_test", "S"), "official"] == pytest.approx(50.0)
+    assert dis.loc[("S0", "world_test", "S"), "disagreement"] == pytest.approx(25.0)  # 2 of 8 samples
+    assert dis.loc[("S2", "aime2025", "L"), "disagreement"] == 0.0
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -99,10 +115,14 @@ def test_run_analysis_on_fixture(fixture_cfg):
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, name
     md = Path(out["results_md"]).read_text()
     assert "| S1 | 75.0/87.5 | 25.0/25.0 | 50.0/56.2 |" in md and "![accuracy](../plots/accuracy.png)" in md
+    strict_part, official_part = md.split("## Accuracy (%), official-comparable score")
+    assert "paper:" not in strict_part.split("## Paper")[0] and "| paper: Agentic-R1-7B |" in official_part
+    assert "| S0 | world_test | S | 25.0 | 50.0 | 25.0 |" in md  # strict, official, disagreement
     assert paths.summary.read_bytes() == summary_before  # stage 05's summary is read, never written
     assert read_metrics(fixture_cfg, "06")["metrics"] == json.loads(json.dumps(out["metrics"]))
     m = out["metrics"]
     assert m["accuracy"]["S0/world_test/S"] == 0.25 and m["tool_use_rate"]["S1/world_test/S"] == 0.5
+    assert m["official_accuracy"]["S0/world_test/S"] == 0.5 and m["score_disagreement"]["S0/world_test/S"] == 0.25
     assert m["t1_cases"] == {"01": 6, "10": 3, "11": 3}
     assert m["selection"]["verify"] == 4 and m["selection"]["correct"] == 6 and m["selection"]["solved"] == 2
     assert m["mean_gbar"] == pytest.approx((0 + 0 + 0.25 + 0.5 + 0.5 + 0.75 + 1 + 1) / 8)

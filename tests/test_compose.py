@@ -187,7 +187,7 @@ def test_balance_subset_equal_counts_and_determinism():
     subsets = [ex["subset"] for ex in kept]
     assert subsets.count("computation") == 4 and subsets.count("insight") == 4
     assert report["before"] == {"computation": 10, "insight": 4} and report["after"] == {"computation": 4, "insight": 4}
-    assert report["target_per_subset"] == 4
+    assert report["target_per_group"] == 4 and report["by"] == "subset" and not report["warnings"]
     assert len(report["dropped"]) == 6 and {d["reason"] for d in report["dropped"]} == {"balance"}
     again, _ = C.balance(list(reversed(examples)), CompositionConfig(seed=3))
     assert [ex["key"] for ex in again] == [ex["key"] for ex in kept]
@@ -208,6 +208,66 @@ def test_balance_caps_applied_first():
     assert len(kept) + len(reasons) == len(examples)
     with pytest.raises(ValueError, match="max_per_first_teacher"):
         C.balance(examples, CompositionConfig(max_per_first_teacher={"robot": 1}))
+
+
+def test_balance_by_outcome_groups_and_keeps_neutral_whole():
+    """agent right, text wrong → agentic; the reverse → reasoning; both right → neutral (not balanced)."""
+    records = (pair("a1", "agent", True, False) + pair("a2", "text", False, True) + pair("a3", "text", False, True)
+               + pair("r1", "text", True, False) + pair("n1", "agent", True, True) + pair("n2", "text", True, True)
+               + pair("n3", "text", True, True))
+    examples, _ = C.compose_all(records, CompositionConfig())
+    cfg = CompositionConfig(balance_by="outcome", seed=1)
+    kept, report = C.balance(examples, cfg)
+    groups = {ex["problem_id"]: ex["group"] for ex in kept}
+    assert report["before"] == {"agentic": 3, "neutral": 3, "reasoning": 1}
+    assert report["after"] == {"agentic": 1, "neutral": 3, "reasoning": 1} and report["target_per_group"] == 1
+    assert groups["r1"] == "reasoning" and {groups[p] for p in ("n1", "n2", "n3")} == {"neutral"}
+    assert sum(g == "agentic" for g in groups.values()) == 1 and not report["warnings"]
+    assert C.balance_group({"case": "10", "first": "agent"}, "outcome") == "agentic"
+    assert C.balance_group({"case": "01", "first": "agent"}, "outcome") == "reasoning"
+
+
+def test_balancing_one_group_is_a_warning(caplog):
+    """Unlabelled problems (the paper's DeepMath list) form one subset: nothing can be balanced — said loudly."""
+    records = [r | {"problem": {**r["problem"], "subset": None}} for r in many(4, 0)]
+    examples, _ = C.compose_all(records, CompositionConfig())
+    with caplog.at_level(logging.WARNING):
+        kept, report = C.balance(examples, CompositionConfig())
+    assert len(kept) == len(examples) and report["target_per_group"] is None
+    assert len(report["warnings"]) == 1 and "balances nothing" in caplog.text and "balance_by: outcome" in caplog.text
+    _, by_outcome = C.balance(examples, CompositionConfig(balance_by="outcome"))
+    assert not by_outcome["warnings"] and by_outcome["target_per_group"] is not None
+
+
+def test_official_transition_style(tmp_path):
+    """Transitions where the official data has them; the stage writes T1 in the official format too."""
+    from dualdistill import official
+
+    ex = C.compose_pair(*pair("a", "agent", False, True, fail_first=True), TRANSITIONS, "wrong_first",
+                        prompt_style="official", transition_style="official")
+    text = official.render(segs_of(ex))
+    assert ex["text_format"] == "official" and ex["mask_until_first_transition"]
+    assert f"</executor>\n<think>\n{F.CODE_TO_TEXT}\n\n3^5 = 243" in text and text.endswith("</answer>")
+    assert ex["prompt"] == F.build_prompt(ex["problem_text"], code=True, style="official")
+    ex = C.compose_pair(*pair("b", "text", False, True), TRANSITIONS, "wrong_first", transition_style="official")
+    assert official.render(segs_of(ex)).startswith(f"<think>\n3^5 = 243 and 243 = 34*7 + 5.\n\n{F.TEXT_TO_CODE}\n</think>")
+    stray = pair("c", "agent", False, True)
+    stray[0]["trajectory"]["segments"].insert(1, {"kind": "text", "text": "a stray line"})
+    with pytest.raises(FormatError):
+        C.compose_pair(*stray, TRANSITIONS, "wrong_first", transition_style="official")
+    assert C.compose_pair(*stray, TRANSITIONS, "wrong_first") is not None  # fine in the project's format
+
+    cfg = make_cfg(tmp_path, composition={"transition_style": "official", "balance": "none"},
+                   student={"prompt_style": "official"})
+    summary = C.compose_records(cfg, many(3, 2) + stray)
+    paths = RunPaths.of(cfg)
+    assert summary["dropped"]["invalid_format"] == 1
+    assert summary["official_export"] == {"path": str(paths.t1_official), "rows": summary["n_t1"],
+                                          "skipped": {"format": 0, "no_problem_text": 0}}
+    rows = read_jsonl(paths.t1_official)
+    t1 = read_jsonl(paths.t1)
+    assert [r["synthetic_data"] for r in rows] == [official.render(segs_of(ex)) for ex in t1]
+    assert {r["problem"] for r in rows} == {ex["problem_text"] for ex in t1} and all(r["answer"] == "5" for r in rows)
 
 
 # --- baselines ------------------------------------------------------------------------------------

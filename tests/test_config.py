@@ -20,7 +20,8 @@ def test_shipped_params_load(path):
 
 def test_required_params_files_exist():
     names = {p.name for p in (REPO / "params").glob("*.yaml")}
-    assert {"smoke.yaml", "demo.yaml", "paper-7b-qlora.yaml", "paper-7b-full.yaml"} <= names
+    assert {"smoke.yaml", "smoke-official.yaml", "demo.yaml", "paper-7b-qlora.yaml", "paper-7b-full.yaml",
+            "eval-agentic-r1.yaml"} <= names
 
 
 def test_paper_defaults():
@@ -30,6 +31,34 @@ def test_paper_defaults():
     assert cfg.teachers.max_code_calls == 10 and cfg.sandbox.timeout == 3.0
     assert (cfg.sft.learning_rate, cfg.sft.lr_scheduler_type, cfg.sft.num_train_epochs) == (1e-5, "constant", 4.0)
     assert cfg.sft.max_length == 16384 and cfg.sft.over_length == "drop"
+
+
+@pytest.mark.parametrize("name", ["paper-7b-full.yaml", "paper-7b-qlora.yaml"])
+def test_paper_params_use_the_papers_setup(name):
+    """The official problem list joined with DeepMath-103K's R1 solutions, the official prompts and
+    transition placement, T1 balanced by teacher outcomes, S2 trained on examples up to 8,192 tokens."""
+    cfg = load_config(REPO / "params" / name)
+    (src,) = cfg.data.train
+    assert src.path.endswith("train/whole_training_set.jsonl") and src.limit is None
+    assert src.join.path == "zwhe99/DeepMath-103K" and src.join.problem_field == "question"
+    assert src.join.fields == ["r1_solution_1", "r1_solution_2", "r1_solution_3"]
+    assert cfg.teachers.text.backend == "replay" and cfg.teachers.text.replay_fields == src.join.fields
+    assert cfg.student.prompt_style == "official" and cfg.composition.transition_style == "official"
+    assert (cfg.composition.balance, cfg.composition.balance_by) == ("subset_equal", "outcome")
+    assert cfg.sft.max_length == 16384 and cfg.self_distill.sft.max_length == 8192
+    if name == "paper-7b-full.yaml":  # "as in the official code": the official numerics, both SFT runs
+        assert cfg.sft.recipe == cfg.self_distill.sft.recipe == "official"
+        assert (cfg.sft.learning_rate, cfg.sft.num_train_epochs, cfg.sft.per_device_train_batch_size) == (1e-5, 4, 1)
+    else:
+        assert cfg.self_distill.sft.method == cfg.sft.method == "qlora"
+
+
+def test_eval_agentic_r1_params():
+    cfg = load_config(REPO / "params" / "eval-agentic-r1.yaml")
+    (model,) = cfg.eval.models
+    assert model.policy.model == "VanishD/Agentic-R1" and cfg.student.prompt_style == "official"
+    assert [s.name for s in cfg.data.test] == ["combinatorics300", "math500", "aime2025", "amc"]
+    assert (cfg.eval.samples, cfg.eval.temperature, cfg.eval.max_code_calls) == (5, 0.6, 10)
 
 
 def _write(tmp_path, data) -> Path:

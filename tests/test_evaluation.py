@@ -350,3 +350,35 @@ def test_notebook_05_with_a_replay_model(tmp_path, shared_data, aime, repo_root)
     assert metrics["accuracy"] == {"replayer": {"aime2025": {"S": pytest.approx(4 / 8)}}}
     assert metrics["n_records"] == 8 and metrics["n_new"] == 8 and metrics["failed"] == 0
     assert metrics["tool_use_rate"] == {"replayer/aime2025/S": 0.0}
+
+
+# --- the released model under its own prompt (params/eval-agentic-r1.yaml), on CPU with a tiny model -----
+def test_eval_agentic_r1_params_run_on_cpu_with_a_tiny_model(tmp_path, repo_root):
+    """The code path of ``params/eval-agentic-r1.yaml`` with ``VanishD/Agentic-R1`` replaced by a tiny
+    local model on the hf backend: every benchmark, the official evaluation request byte for byte, both
+    scores in every record and row, and the paper's rows beside the official-comparable score."""
+    from dualdistill import analysis
+    from dualdistill.artifacts import eval_rows
+    from dualdistill.store import read_jsonl
+    from tests.helpers_tiny import build_scripted_tiny
+
+    tiny = build_scripted_tiny(tmp_path / "tiny")["dir"]
+    cfg = load_config(repo_root / "params" / "eval-agentic-r1.yaml", {
+        "output_dir": str(tmp_path / "out"), "device": "cpu", "eval.limit": 2, "eval.samples": 1,
+        "eval.budgets": {"S": 24}, "sandbox.workers": 1, "sandbox.preload": [],
+        "eval.models": [{"name": "agentic-r1", "policy": {"backend": "hf", "model": str(tiny), "dtype": "float32"}}],
+    })
+    assert cfg.student.prompt_style == "official"
+    out = evaluation.run(cfg, progress=False)
+    assert out["benchmarks"] == {"combinatorics300": 2, "math500": 2, "aime2025": 2, "amc": 2}
+    records = read_jsonl(RunPaths.of(cfg).eval_records("agentic-r1"))
+    assert len(records) == 8
+    for r in records:
+        request = r["trajectory"]["prompt"] + formatting.GENERATION_PREFIX  # the loop prefills "<think>\n"
+        assert request == formatting.build_prompt(r["problem"]["problem"], code=True, style="official-eval")
+        assert isinstance(r["official_correct"], bool) and isinstance(r["correct"], bool)
+    rows = [row for row in eval_rows(cfg) if row["subset"] == "all"]
+    assert len(rows) == 4 and all(row["official_accuracy"] is not None and row["score_disagreement"] is not None
+                                  for row in rows)
+    md = open(analysis.run(cfg, progress=False)["results_md"]).read()
+    assert "official-comparable score" in md and "| paper: Agentic-R1-7B |" in md

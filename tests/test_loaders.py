@@ -108,3 +108,73 @@ def test_duplicate_ids_across_sources_rejected(shared_data):
     src = DataSource(kind="dualdistill", path=str(shared_data / "test/aime2025.jsonl"))
     with pytest.raises(ValueError, match="duplicate problem id"):
         load_sources([src, src])
+
+
+# --- the paper's problem list joined with DeepMath-103K's R1 solutions ------------------------------------
+def _deepmath_rows(problems: list[dict]) -> list[dict]:
+    """DeepMath-103K's columns for the listed problems (in another order) and for problems not listed."""
+    rows = [{"question": p["problem"], "final_answer": str(p["answer"]), "difficulty": 5.0,
+             **{f"r1_solution_{k}": f"Okay, solution {k} of row {i}.\n</think>\n\\boxed{{{p['answer']}}}" for k in (1, 2, 3)}}
+            for i, p in enumerate(problems)]
+    extra = [{"question": f"Unlisted problem {i}?", "final_answer": "1", "difficulty": 3.0,
+              **{f"r1_solution_{k}": "x</think>\\boxed{1}" for k in (1, 2, 3)}} for i in range(40)]
+    return list(reversed(rows)) + extra
+
+
+def test_official_problem_list_joined_with_deepmath_r1_solutions(shared_data, tmp_path):
+    """The 985 official problems get the R1 solutions of the DeepMath row with the same text — the same
+    rows the official extraction script (run here as the oracle) pairs them with."""
+    import datasets
+
+    from tests import official_ref as ref
+
+    listed = [json.loads(line) for line in open(shared_data / "train" / "whole_training_set.jsonl")]
+    rows = _deepmath_rows(listed)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "deepmath"))
+    src = DataSource(kind="dualdistill", name="deepmath", path=str(shared_data / "train" / "whole_training_set.jsonl"),
+                     join={"path": str(tmp_path / "deepmath"), "problem_field": "question"})
+    problems = load_source(src)
+    assert len(problems) == 985 and all(p.meta["r1_solution_3"].startswith("Okay, solution 3 of row") for p in problems)
+
+    (tmp_path / "official" / "dataset" / "train").mkdir(parents=True)
+    (tmp_path / "official" / "dataset" / "train" / "whole_training_set.jsonl").write_text(
+        (shared_data / "train" / "whole_training_set.jsonl").read_text())
+    ref.run_extract_training_solution(tmp_path / "official", rows)
+    theirs = [json.loads(line) for line in open(tmp_path / "official" / "dataset" / "train"
+                                                / "whole_training_set_with_solution.jsonl")]
+    by_text = {p.problem: p for p in problems}
+    assert len(theirs) == 985
+    for row in theirs:  # the official script picks one of the three at random and wraps the answer part
+        ours = by_text[row["problem"].strip()]
+        thinking = row["solution"].split("</think>")[0]
+        assert any(ours.meta[f"r1_solution_{k}"].split("</think>")[0] == thinking for k in (1, 2, 3))
+
+
+def test_join_missing_rows_and_columns(tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"problem": "Known?", "answer": 1}) + "\n"
+                                      + json.dumps({"problem": "Unknown?", "answer": 2}) + "\n")
+    (tmp_path / "dm.jsonl").write_text(json.dumps({"question": " Known? ", "r1_solution_1": "a", "r1_solution_2": "b",
+                                                   "r1_solution_3": "c"}) + "\n")
+    join = {"path": str(tmp_path / "dm.jsonl")}
+    with pytest.raises(MalformedRecordError, match="1 of 2 problems have no row .* p/1: 'Unknown\\?'"):
+        load_source(DataSource(kind="jsonl", name="p", path=str(tmp_path / "p.jsonl"), join=join))
+    kept = load_source(DataSource(kind="jsonl", name="p", path=str(tmp_path / "p.jsonl"),
+                                  join={**join, "on_missing": "keep"}))
+    assert kept[0].meta["r1_solution_2"] == "b" and "r1_solution_1" not in kept[1].meta
+    with pytest.raises(MalformedRecordError, match="no column \\['solution'\\]"):
+        load_source(DataSource(kind="jsonl", name="p", path=str(tmp_path / "p.jsonl"),
+                               join={**join, "fields": ["solution"]}))
+
+
+def test_train_problems_drop_near_duplicates_of_the_test_sets(tmp_path):
+    from dualdistill.config import DataConfig
+    from dualdistill.loaders import train_problems
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"problem": t, "answer": 1}) + "\n" for t in (
+        "What is the remainder when 2^100 is divided by 7?", "How many primes are below 100?")))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"problem": "What is the remainder when 2^100 is divided by 7 ?",
+                                                     "answer": 2}) + "\n")
+    data = DataConfig(train=[DataSource(kind="jsonl", name="tr", path=str(tmp_path / "train.jsonl"))],
+                      test=[DataSource(kind="jsonl", name="te", path=str(tmp_path / "test.jsonl"))])
+    kept, removed = train_problems(data)
+    assert [p.id for p in kept] == ["tr/1"] and [p.id for p in removed] == ["tr/0"]

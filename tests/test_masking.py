@@ -272,9 +272,10 @@ def test_merging_tokenizer_really_straddles(merging):
 
 # --- agreement with the official rule ------------------------------------------------------------
 def official_labels(tok, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """The official DualDistill rule, re-implemented (METHOD §7): decode the token prefix one token
-    at a time; a token is masked when, with it appended, the text holds more ``<executor>`` than the
-    text before it holds ``</executor>`` (quadratic). Prompt tokens are masked by count."""
+    """The official executor rule restated for project-format text (the official dataloader itself is
+    compared on official-format text in tests/test_official_masks.py): a token is masked when, with it
+    appended, the text holds more ``<executor>`` than the text before it holds ``</executor>``.
+    Prompt tokens are masked by count."""
     ids = tok(prompt + completion, add_special_tokens=False)["input_ids"]
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     labels = list(ids)

@@ -154,6 +154,22 @@ def test_compute_metrics_on_hand_built_records():
     assert row["format_valid_rate"] == pytest.approx(7 / 9)  # P2 sample 0 (no answer) and 1 (text after)
 
 
+def test_official_comparable_score_and_disagreement():
+    """Records carry both verdicts; the row has both accuracies and how often they differ."""
+    records = hand_records()
+    assert all(r["official_correct"] is None for r in records)  # not given: no official numbers
+    row = metrics.summarize(records)[0]
+    assert row["official_accuracy"] is None and row["score_disagreement"] is None and row["n_official_scored"] == 0
+    official = [True, False, True, False, False, False, True, False, True]  # P3 sample 2 ("31") by substring
+    for r, v in zip(records, official, strict=True):
+        r["official_correct"] = v
+    records[4]["official_correct"] = None  # a sample without a verdict is left out of both figures
+    row = metrics.summarize(records)[0]
+    assert row["accuracy"] == pytest.approx((2 / 3 + 0 + 1 / 3) / 3)  # the strict score is unchanged
+    assert row["official_accuracy"] == pytest.approx((2 / 3 + 0 + 2 / 3) / 3)
+    assert row["score_disagreement"] == pytest.approx(1 / 8) and row["n_official_scored"] == 8
+
+
 def test_subset_and_family_rows():
     rows = {r["subset"]: r for r in metrics.summarize(hand_records())}
     assert list(rows) == ["all", "computation", "insight", "family:cycle", "family:modpow"]

@@ -552,3 +552,63 @@ def test_replay_mixes_a_seeded_sample_of_t1(tmp_path):
     assert replay_examples(config_from_dict(raw), 4) == []
     with pytest.raises(Exception, match="replay_t1"):
         config_from_dict(raw, overrides={"self_distill.replay_t1": -1})
+
+
+# --- the paper's setup: official prompts and transitions, no contaminated problem ------------------------
+class PromptRecorder(FakeStudent):
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+        self.prompts: list[str] = []
+
+    def generate(self, requests):
+        self.prompts += [r.prompt for r in requests]
+        return super().generate(requests)
+
+
+def test_official_style_samples_with_the_official_eval_request_and_writes_official_t2(tmp_path, monkeypatch):
+    """``student.prompt_style: official``: the engine continues the official evaluation prompt byte for
+    byte (the tool loop prefills its ``<think>\\n``); T2 is written in the official format too."""
+    import dualdistill.self_distillation as SD
+    from dualdistill.store import read_jsonl
+    from tests import official_ref as ref
+
+    base = make_cfg(tmp_path, n=4, k=4).model_dump(mode="json", exclude={"source"})
+    cfg = config_from_dict({**base, "student": {"prompt_style": "official"},
+                            "composition": {"transition_style": "official"}})
+    rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:4]]
+    solutions = {f"whole_training_set/{i}": [text_solution(str(r["answer"]))] for i, r in enumerate(rows)}
+    monkeypatch.setattr(SD, "load_teacher_solutions", lambda cfg, problems: solutions)
+    policy = PromptRecorder(4)
+    summary = SD.self_distill(cfg, until="select", policy=policy, progress=False)
+    assert len(policy.prompts) == 16  # first generation call of every trajectory: prompt + "<think>\\n"
+    assert set(policy.prompts) == {formatting.build_prompt(r["problem"].strip(), code=True, style="official-eval")
+                                   for r in rows}
+    t2 = read_jsonl(RunPaths.of(cfg).t2)
+    assert t2 and all(ex["text_format"] == "official" for ex in t2)
+    exported = read_jsonl(RunPaths.of(cfg).t2_official)
+    assert summary["official_export"]["rows"] == len(exported) == len(t2)
+    check = ref.load("math_utils/format_checking.py").check_format
+    assert all(check(r["synthetic_data"]) for r in exported)
+    assert all(f"<think>\n{FIX}\n\n" in r["synthetic_data"] or f"<think>\n{VERIFY}\n\n" in r["synthetic_data"]
+               for r in exported)
+
+
+def test_self_distillation_problems_exclude_near_duplicates_of_the_test_sets(tmp_path):
+    """A training problem removed by stage 01 as a near-duplicate of a test problem is not sampled and
+    gets no recorded R1 solution in self-distillation either."""
+    from dualdistill.artifacts import self_distill_problems
+    from dualdistill.self_distillation import load_teacher_solutions
+
+    lines = TRAIN_FILE.read_text().splitlines()[:4]
+    (tmp_path / "test.jsonl").write_text(json.dumps({"problem": json.loads(lines[2])["problem"] + " ", "answer": 1}) + "\n")
+    base = make_cfg(tmp_path, n=4, k=2)
+    cfg = config_from_dict({**base.model_dump(mode="json", exclude={"source"}),
+                            "data": {**base.data.model_dump(mode="json"),
+                                     "test": [{"kind": "jsonl", "name": "leak", "path": str(tmp_path / "test.jsonl")}]}})
+    problems = self_distill_problems(cfg)
+    assert [p.id for p in problems] == ["whole_training_set/0", "whole_training_set/1", "whole_training_set/3"]
+    records = sample_student(cfg, policy=FakeStudent(2), progress=False)
+    assert {r["problem"]["id"] for r in records} == {p.id for p in problems}
+    for p in problems:  # recorded R1 solutions (DeepMath's) for the problems sampled, and only those
+        p.meta["r1_solution_1"] = f"Okay.</think>\\boxed{{{p.answer}}}"
+    assert set(load_teacher_solutions(cfg, problems)) == {p.id for p in problems}  # none for /2

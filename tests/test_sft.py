@@ -242,6 +242,64 @@ def test_bf16_on_cpu_is_a_clear_error() -> None:
         use_bf16(fast_sft(bf16=True), "cpu")
 
 
+# --- recipe official ----------------------------------------------------------------------------------------
+def test_recipe_official_fixes_the_official_numerics() -> None:
+    from dualdistill.config import OFFICIAL_SFT
+
+    sft = SFTConfig(recipe="official", learning_rate=1e-5, max_length=8192)
+    assert {k: getattr(sft, k) for k in OFFICIAL_SFT} == OFFICIAL_SFT
+    assert (sft.learning_rate, sft.max_length, sft.weight_decay, sft.lr_scheduler_type) == (1e-5, 8192, 0.01, "constant")
+    with pytest.raises(ValueError, match="recipe official fixes per_device_train_batch_size = 1"):
+        SFTConfig(recipe="official", per_device_train_batch_size=8)
+    with pytest.raises(ValueError, match="recipe official fixes method"):
+        SFTConfig(recipe="official", method="qlora")
+    assert SFTConfig().weight_decay == 0.0 and SFTConfig().recipe == "project"  # the project's default is unchanged
+
+
+def test_recipe_official_refuses_several_processes() -> None:
+    from dualdistill.sft import check_recipe
+
+    check_recipe(SFTConfig(recipe="official"), 1)
+    check_recipe(SFTConfig(), 8)  # the project's recipe: global batch = processes x per device x accumulation
+    with pytest.raises(ValueError, match="global batch of 1 .* under 8 processes it would be 8"):
+        check_recipe(SFTConfig(recipe="official"), 8)
+
+
+def test_recipe_official_trains_bf16_weights_with_the_official_optimizer(tiny_dir: Path, tmp_path: Path) -> None:
+    """bf16 weights on CPU (no fp32 master, no autocast), torch AdamW as the official sft/train.py builds it
+    (``AdamW(model.parameters(), lr=lr)``: torch's default weight decay 0.01, on every parameter),
+    constant lr, clip 1.0, one example per step."""
+    from safetensors import safe_open
+
+    from dualdistill.sft import load_model, official_optimizer, train_sft, training_args
+
+    sft = SFTConfig(recipe="official", learning_rate=3e-3, max_steps=12, max_length=512, logging_steps=1,
+                    save_steps=100, gradient_checkpointing=False)
+    args = training_args(sft, tmp_path / "a", device="cpu", bf16=False, progress=False)
+    assert (args.bf16, args.fp16, args.weight_decay, args.max_grad_norm) == (False, False, 0.01, 1.0)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 1)
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant" and args.warmup_steps == 0
+    model = load_model(tiny_dir, sft, device="cpu", bf16=False)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    ours = official_optimizer(model, sft)
+    theirs = torch.optim.AdamW(model.parameters(), lr=sft.learning_rate)  # the official call
+    assert len(ours.param_groups) == len(theirs.param_groups) == 1
+    assert ours.param_groups[0]["params"] == theirs.param_groups[0]["params"]
+    keys = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+    assert {k: ours.defaults[k] for k in keys} == {k: theirs.defaults[k] for k in keys}
+    assert theirs.defaults["weight_decay"] == 0.01
+
+    s = train_sft(train_set(), tiny_dir, tmp_path / "work", sft, model_dir=tmp_path / "model", device="cpu",
+                  progress=False)
+    assert (s["recipe"], s["weights_dtype"], s["global_batch"], s["steps"]) == ("official", "bfloat16", 1, 12)
+    log = pd.read_csv(tmp_path / "work" / "loss.csv")
+    assert log["loss"].iloc[-3:].mean() < log["loss"].iloc[:3].mean() - 0.5, log["loss"].tolist()
+    assert set(log["learning_rate"]) == {3e-3}  # constant, no warm-up
+    with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    _generates(tmp_path / "model")
+
+
 # --- resume and skip ---------------------------------------------------------------------------------------
 class Crash(RuntimeError):
     pass
