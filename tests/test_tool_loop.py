@@ -243,3 +243,153 @@ def test_hf_budget_and_token_ids(hf_policy, tiny_dir, pool):
     assert hf_policy.tokenizer.decode(t.token_ids) == t.completion == "<think>\nprint(42\n</think>\n"
     prefix = hf_policy.tokenizer.encode("<think>\n", add_special_tokens=False)
     assert t.token_ids[len(prefix): len(prefix) + 4] == tiny_dir["chain_ids"][:4]
+
+
+# --- the asynchronous loop: in flight, no rounds, token in / token out, official cap --------------------
+class AsyncEngine(Policy):
+    """A continuous-batching engine stand-in: each request takes ``delay(request)`` seconds on its own;
+    records how many requests were in flight at once."""
+
+    name = "async-engine"
+    async_native = True
+
+    def __init__(self, turns: dict[str, list[str]], delay=lambda req: 0.02) -> None:
+        self.turns, self.delay = turns, delay
+        self.in_flight = self.max_in_flight = 0
+        self.log: list[tuple[float, str, str]] = []  # (time, event, problem id)
+        self.step: dict[tuple[str, int], int] = {}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    def generate(self, requests):  # not used by the loop (async_native)
+        raise AssertionError("the loop must send requests one by one")
+
+    async def agenerate(self, req: GenerationRequest) -> Generation:
+        import asyncio
+        import time
+
+        pid = req.context["problem"].id
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.log.append((time.monotonic(), "start", pid))
+        try:
+            await asyncio.sleep(self.delay(req))
+            k = self.step.get((pid, req.context["sample"]), 0)
+            self.step[(pid, req.context["sample"])] = k + 1
+            text = self.turns[pid][min(k, len(self.turns[pid]) - 1)]
+            stop = next((s for s in req.stop if s in text), None)
+            if stop:
+                return Generation(text[: text.find(stop)], "stop", len(text), stop=stop)
+            return Generation(text, "eos", len(text))
+        finally:
+            self.in_flight -= 1
+            self.log.append((time.monotonic(), "end", pid))
+
+
+def test_the_number_in_flight_reaches_the_window(pool):
+    turns = {f"p{i}": [CODE_TURN, ANSWER_TURN] for i in range(40)}
+    engine = AsyncEngine(turns, delay=lambda req: 0.05)
+    trajs = run(engine, [item(f"p{i}") for i in range(40)], pool, max_in_flight=12)
+    assert len(trajs) == 40 and all(t.finish_reason == "answer" for t in trajs)
+    assert engine.max_in_flight == 12  # up to the window, never beyond
+
+
+def test_no_round_barrier_a_short_trajectory_goes_on_while_a_long_one_generates(pool):
+    """``slow``'s first segment takes 1.5 s; ``fast`` runs its code and generates twice meanwhile."""
+    turns = {"slow": [CODE_TURN, ANSWER_TURN], "fast": [CODE_TURN, "<code>\nprint(x)\n</code>\n", ANSWER_TURN]}
+    first = {"slow": True}
+
+    def delay(req):
+        pid = req.context["problem"].id
+        if pid == "slow" and first.pop("slow", False):
+            return 1.5
+        return 0.01
+
+    engine = AsyncEngine(turns, delay=delay)
+    fast, slow = run(engine, [item("fast"), item("slow")], pool)
+    assert fast.finish_reason == slow.finish_reason == "answer" and fast.n_code_calls == 2
+    slow_end = next(t for t, ev, pid in engine.log if ev == "end" and pid == "slow")
+    fast_done = max(t for t, ev, pid in engine.log if ev == "end" and pid == "fast")
+    assert fast_done < slow_end  # fast finished all three segments while slow's first was running
+
+
+def test_records_are_reported_as_trajectories_end(pool):
+    """on_finish runs as each trajectory ends, not when the whole batch is done."""
+    import time
+
+    turns = {"a": [ANSWER_TURN], "b": [ANSWER_TURN]}
+    engine = AsyncEngine(turns, delay=lambda req: 0.05 if req.context["problem"].id == "a" else 1.0)
+    ended: dict[str, float] = {}
+    t0 = time.monotonic()
+    run(engine, [item("a"), item("b")], pool, on_finish=lambda i, t: ended.setdefault(t.problem_id, time.monotonic() - t0))
+    assert ended["a"] < 0.5 < ended["b"]
+
+
+MERGED = 0x110000  # the id of ">\n<" when it stands inside one encoded text (as BPE merges across tags)
+
+
+class MergingTokenizer:
+    """One id per character, except ``">\n<"`` inside one text: one id (re-tokenising differs)."""
+
+    def encode(self, text, add_special_tokens=False):
+        ids, i = [], 0
+        while i < len(text):
+            if text.startswith(">\n<", i):
+                ids.append(MERGED)
+                i += 3
+            else:
+                ids.append(ord(text[i]))
+                i += 1
+        return ids
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(">\n<" if i == MERGED else chr(i) for i in ids)
+
+
+class TokenTurns(TurnPolicy):
+    """TurnPolicy that returns the token ids of what it writes and records the prompt ids it is sent."""
+
+    tokenizer = MergingTokenizer()
+
+    def generate(self, requests):
+        self.seen_ids = getattr(self, "seen_ids", []) + [r.prompt_ids for r in requests]
+        gens = super().generate(requests)
+        for g in gens:
+            g.token_ids = self.tokenizer.encode(g.text + (g.stop or ""))
+        return gens
+
+
+def test_token_in_token_out(pool):
+    """The engine continues from the ids it sampled plus the ids of the inserted executor text (encoded
+    on its own), not from a re-tokenisation of the whole text, and the trajectory keeps those ids."""
+    policy = TokenTurns({"p": [CODE_TURN, ANSWER_TURN]})
+    [t] = run(policy, [item("p")], pool)
+    first, second = policy.seen_ids
+    tok = policy.tokenizer
+    assert first == tok.encode(item("p").prompt) + tok.encode(formatting.GENERATION_PREFIX)
+    text_so_far = policy.calls[1][0].prompt
+    assert tok.decode(second) == text_so_far  # the same text...
+    assert second != tok.encode(text_so_far)  # ...but not re-tokenised: no merge across </code>\n<executor>
+    assert second[len(first):].count(MERGED) == tok.encode(CODE_TURN.split("</code>")[0]).count(MERGED)
+    assert tok.decode(t.token_ids) == t.completion
+
+
+def test_official_call_cap_writes_the_notice_in_an_executor_block_and_forces_the_answer(pool):
+    turns = {"p": ["</think>\n<code>\nprint(1)\n</code>\n", "<code>\nprint(2)\n</code>\n",
+                   "The answer is \\boxed{2}\n</answer>\n"]}
+    policy = TurnPolicy(turns)
+    [t] = run(policy, [item("p")], pool, max_code_calls=1, call_cap="official")
+    third = policy.calls[2][0].prompt
+    assert third.endswith("<code>\nprint(2)\n</code>\n<executor>\n" + formatting.OFFICIAL_CALL_CAP_NOTICE
+                          + "\n</executor>\n<answer>")
+    codes = [s for s in t.segments if s.kind == "code"]
+    assert [c.meta["status"] for c in codes] == ["ok", "not_run"] and t.n_code_calls == 1
+    notice = [s for s in t.segments if s.kind == "executor"][-1]
+    assert notice.meta.get("cap_notice") and t.final_answer == "2"
+
+
+def test_fences_are_stripped_before_the_code_runs(pool):
+    fenced = "</think>\n<code>\n```python\nprint(6 * 7)\n```\n</code>\n"
+    [t] = run(TurnPolicy({"p": [fenced, ANSWER_TURN]}), [item("p")], pool)
+    assert [s.text for s in t.segments if s.kind == "executor"] == ["42"]

@@ -79,10 +79,15 @@ from dualdistill.policy import GenerationRequest
 
 def main():
     spec = json.loads(sys.argv[1])
-    policy = VLLMPolicy(PolicyConfig(backend="vllm", model=spec["model"], dtype="float32"), seed=0)
+    cfg = PolicyConfig(backend="vllm", model=spec["model"], dtype="float32",
+                       extra={"engine": {"max_num_seqs": 4, "enforce_eager": True}})
+    policy = VLLMPolicy(cfg, seed=0, max_context=512)  # max_model_len from what prompt + budget need
     reqs = [GenerationRequest(**r) for r in spec["requests"]]
     gens = policy.generate(reqs)
-    print("RESULT " + json.dumps({"gens": [g.__dict__ for g in gens], "count": policy.count_tokens("print(42)")}))
+    vc = policy.engine.vllm_config
+    engine = {"max_num_seqs": vc.scheduler_config.max_num_seqs, "max_model_len": vc.model_config.max_model_len}
+    print("RESULT " + json.dumps({"gens": [g.__dict__ for g in gens], "count": policy.count_tokens("print(42)"),
+                                  "engine": engine}))
     policy.close()
 
 if __name__ == "__main__":
@@ -114,8 +119,9 @@ def test_in_process_vllm_policy(vllm_python: Path, tiny: dict[str, Any], tmp_pat
     assert (length["text"], length["finish_reason"], length["n_tokens"]) == ("<code>print(", "length", 3)
     assert (eos["text"], eos["finish_reason"], eos["stop"]) == (SAYS, "eos", None)
     assert eos["token_ids"] == chain and eos["n_tokens"] == len(chain) + 1  # EOS counted, not kept
-    assert too_long["finish_reason"] == "error" and "maximum context length" in too_long["error"]
+    assert too_long["finish_reason"] == "error" and "512" in too_long["error"]  # longer than max_model_len
     assert result["count"] == 5  # "print" "(" "4" "2" ")"
+    assert result["engine"] == {"max_num_seqs": 4, "max_model_len": 512}  # engine arguments reached the engine
 
 
 # --- the OpenAI-compatible server -------------------------------------------------------------------
