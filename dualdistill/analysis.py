@@ -19,7 +19,9 @@ Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figu
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,10 +55,16 @@ BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the swee
 
 # --- figures -------------------------------------------------------------------------------------
 def _save(fig: plt.Figure, path: str | Path) -> plt.Figure:
+    """Save ``fig`` as PNG; an unchanged figure leaves its file alone (its time says when it changed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    if not (path.is_file() and path.read_bytes() == buf.getvalue()):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
     return fig
 
 
