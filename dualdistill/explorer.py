@@ -168,11 +168,15 @@ class BetaExplorer:
         return counts
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """In Jupyter: the widget; where widgets are not rendered (a saved notebook on a static
-        viewer), the figure at the thresholds last drawn."""
+        """Where a person watches (progress mode ``bar``): the widget, with the figure as PNG beside it
+        for viewers that do not render widgets. Run headless (``dualdistill run``, papermill), no widget
+        — its state is not saved, and a reopened notebook would say "model not found" — only the
+        figures at the params' values, so the executed notebook shows them anywhere."""
         import base64
 
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        if self.images and self.images[0].value:
-            bundle = {**bundle, "image/png": base64.b64encode(self.images[0].value).decode()}
-        return bundle
+        from dualdistill.progress import mode
+
+        figures = {"image/png": base64.b64encode(self.images[0].value).decode()} if self.images else {}
+        if mode() != "bar":
+            return {**figures, "text/plain": f"<β explorer at β1 = {self.drawn[0]:g}, β2 = {self.drawn[1]:g}>"}
+        return {**(self.widget._repr_mimebundle_(**kwargs) or {}), **figures}

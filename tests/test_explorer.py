@@ -36,8 +36,17 @@ def test_first_render_has_the_figure_at_the_params_values():
     counts = selection_counts(GBARS, 0.0, 0.9)
     for key, *_ in explorer.BARS:
         assert f"data-count='{key}'>{counts[key]}<" in ex.counts.value
+
+
+
+def test_headless_runs_keep_the_figure_not_the_widget(monkeypatch):
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9, k=4)
+    monkeypatch.setenv("DUALDISTILL_PROGRESS", "bar")  # a person in Jupyter: the widget (+ PNG for static viewers)
     bundle = ex._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle  # static viewers get the PNG
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
+    monkeypatch.setenv("DUALDISTILL_PROGRESS", "lines")  # under `dualdistill run`: the figure alone
+    bundle = ex._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"} and "β2 = 0.9" in bundle["text/plain"]
 
 
 def test_moving_a_slider_redraws_and_recounts():
