@@ -259,14 +259,18 @@ def status_lines(cfg: RunConfig, summary: dict) -> list[str]:
         if "copied_from" in sft:
             lines.append(f"step 7: T2 is empty, S2 is a copy of S1 ({paths.model(OUT_MODEL)})")
         elif sft.get("skipped"):
-            took = f" in {sft['seconds']:.0f} s" if sft.get("seconds") is not None else ""
+            took = f" in {_seconds(sft['seconds'])}" if sft.get("seconds") is not None else ""
             lines.append(f"step 7: S2 already trained on this data with these settings (trained earlier{took}): "
                          f"reused, not retrained ({paths.model(OUT_MODEL)})")
         else:
-            lines.append(f"step 7: S2 trained now: {sft.get('steps')} steps in {sft.get('seconds', 0):.0f} s on "
+            lines.append(f"step 7: S2 trained now: {sft.get('steps')} steps in {_seconds(sft.get('seconds', 0))} on "
                          f"{sft.get('t2_examples')} T2 + {sft.get('replay_t1_examples', 0)} replayed T1 examples "
                          f"→ {paths.model(OUT_MODEL)}")
     return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
 
 
 def showcase(examples: list[dict]) -> list[dict]:
