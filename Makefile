@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name dualdistill --display-name "DualDistill (.venv)" >/dev/null
+	# notebooks are committed without outputs: nbstripout becomes git's clean filter for *.ipynb (.gitattributes)
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(PY) -m nbstripout --install; fi
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv with the package, its dependencies and a Jupyter kernel
@@ -35,8 +37,14 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check dualdistill tests bench scripts
 
-lab: setup  ## JupyterLab with the project's kernel registered
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab at the repository root (notebooks/, params/, outputs/ in its file browser); every notebook's
+# parameters cell reads DUALDISTILL_PARAMS. As root (containers) Jupyter needs --allow-root;
+# LAB_ARGS adds more (e.g. LAB_ARGS="--ip=0.0.0.0 --no-browser" to reach it from outside a container).
+LAB_ARGS ?=
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+lab: setup  ## JupyterLab at the repository root, kernel "DualDistill (.venv)", notebooks on $(PARAMS)
+	DUALDISTILL_PARAMS=$(PARAMS) $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(ALLOW_ROOT) $(LAB_ARGS)
 
 clean-outputs:
 	rm -rf outputs/*/

@@ -22,7 +22,9 @@ Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figu
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +50,7 @@ from dualdistill.selection import (  # noqa: E402
     selection_counts,
     selection_sweep,
 )
-from dualdistill.store import read_jsonl, write_atomic  # noqa: E402
+from dualdistill.store import read_json, read_jsonl, write_atomic  # noqa: E402
 from dualdistill.tables import (  # noqa: E402
     disagreement_table,
     frame_markdown,
@@ -63,10 +65,16 @@ BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the swee
 
 # --- figures -------------------------------------------------------------------------------------
 def _save(fig: plt.Figure, path: str | Path) -> plt.Figure:
+    """Save ``fig`` as PNG; an unchanged figure leaves its file alone (its time says when it changed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    if not (path.is_file() and path.read_bytes() == buf.getvalue()):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
     return fig
 
 
@@ -113,15 +121,27 @@ def plot_tool_use(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
 
 
 def plot_tokens_vs_accuracy(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
-    """Mean tokens per sample against accuracy, one point per (model, benchmark, budget), each
-    labelled with its budget."""
+    """Mean tokens per sample against accuracy, one panel per benchmark, one colour per model; with
+    several budgets a model's points are joined in budget order and the marker says the budget
+    (no text labels: they overlapped)."""
     df = _rows_frame(rows)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    sns.scatterplot(data=df, x="mean_tokens", y="accuracy", hue="model", style="benchmark", s=80, ax=ax)
-    for r in df.itertuples():  # label each point with its budget
-        ax.annotate(str(r.budget), (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("mean tokens per sample")
+    benches = list(dict.fromkeys(df["benchmark"]))
+    budgets = list(dict.fromkeys(df["budget"]))
+    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches) + 1.6, 4.2), squeeze=False, sharey=True)
+    models = list(dict.fromkeys(df["model"]))
+    palette = dict(zip(models, sns.color_palette(n_colors=len(models)), strict=True))
+    for i, (ax, bench) in enumerate(zip(axes[0], benches, strict=True)):
+        part = df[df["benchmark"] == bench]
+        if len(budgets) > 1:
+            for model, pts in part.groupby("model", sort=False):
+                pts = pts.set_index("budget").reindex(budgets).dropna(subset=["mean_tokens"])
+                ax.plot(pts["mean_tokens"], pts["accuracy"], color=palette[model], lw=1, alpha=0.6)
+        sns.scatterplot(data=part, x="mean_tokens", y="accuracy", hue="model", hue_order=models, palette=palette,
+                        style="budget" if len(budgets) > 1 else None, s=90, ax=ax, legend=i == len(benches) - 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("mean tokens per sample")
+        ax.set_title(bench + ("" if len(budgets) > 1 else f" · budget {budgets[0]}"))
+    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return _save(fig, path)
 
 
@@ -138,11 +158,13 @@ def plot_composition(examples: list[dict[str, Any]], path: str | Path) -> plt.Fi
         }
     )
     order = [c for c in ("01", "11", "10") if c in set(df["case"])] + sorted(set(df["case"]) - {"01", "11", "10"})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     sns.countplot(data=df, x="case", hue="first", order=order, ax=axes[0])
     axes[0].set_title("T1 cases by first teacher")
     sns.countplot(data=df, x="subset", hue="case", hue_order=order, ax=axes[1])
     axes[1].set_title("T1 cases by subset")
+    for ax, title in zip(axes, ("first teacher", "case"), strict=True):  # legends beside the bars, not on them
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title=title)
     return _save(fig, path)
 
 
@@ -165,19 +187,28 @@ def plot_selection_sweep(
     beta1s: Sequence[float] = BETA_GRID,
     beta2s: Sequence[float] = BETA_GRID,
     current: tuple[float, float] | None = None,
+    built: dict[str, Any] | None = None,
 ) -> plt.Figure:
-    """T2 examples selected over a β1 x β2 grid (left; β1 > β2 is not a valid config and stays
-    blank), and the verify count against β1 and the correct count against β2 (right)."""
+    """Examples selected over a β1 x β2 grid (left; β1 > β2 is not a valid config and stays blank),
+    and the verify count against β1 and the correct count against β2 (right). "Selected" is verify +
+    correct problems: T2's size before stage 04 leaves out problems without a text-teacher solution
+    or a usable sample; ``built`` (stage 04's selection report at the config's β) says how many it built."""
     if not len(gbar):
         raise ValueError("no ḡ values to plot")
     sweep = pd.DataFrame(selection_sweep(gbar, beta1s, beta2s))
     grid = sweep.pivot(index="beta1", columns="beta2", values="examples")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.3, 1]})
     sns.heatmap(grid, annot=True, fmt=".0f", annot_kws={"fontsize": 7}, cmap="viridis", ax=axes[0],
-                cbar_kws={"label": "T2 examples"})
-    axes[0].set_title("T2 examples (verify + correct)")
+                cbar_kws={"label": "selected (verify + correct)"})
+    axes[0].set_title("selected for T2 (verify + correct), before stage 04's checks", fontsize=10)
     if current is not None:
-        axes[0].set_title(f"T2 examples (verify + correct); config β1={current[0]}, β2={current[1]}")
+        line = f"config β1 = {current[0]:g}, β2 = {current[1]:g}: {selection_counts(gbar, *current)['examples']} selected"
+        if built is not None:
+            no_sample = sum(len(v) for v in (built.get("no_student_sample") or {}).values())
+            line += (f"; stage 04 built {built.get('n_examples', 0)} T2 examples (left out: "
+                     f"{built.get('n_no_teacher_solution', 0)} problems without a text-teacher solution, "
+                     f"{no_sample} examples without a usable sample of S1)")
+        fig.suptitle(line, fontsize=10)
     verify = [selection_counts(gbar, b, 1.0)["verify"] for b in beta1s]
     correct = [selection_counts(gbar, 0.0, b)["correct"] for b in beta2s]
     axes[1].plot(beta1s, verify, marker="o", label="verify (ḡ<1, ḡ>β1) vs β1")
@@ -202,6 +233,16 @@ def load_gbar(cfg: RunConfig) -> dict[str, float]:
     if not RunPaths.of(cfg).sd_samples.is_file():
         return {}
     return gbar_by_problem(group_by_problem(self_distill_samples(cfg)))
+
+
+def load_t2_report(cfg: RunConfig) -> dict[str, Any] | None:
+    """Stage 04's selection report (``t2/selection.json``) when it was made at the config's β1, β2."""
+    path = RunPaths.of(cfg).t2_selection
+    if not path.is_file():
+        return None
+    report = read_json(path)
+    sd = cfg.self_distill
+    return report if (report.get("beta1"), report.get("beta2")) == (sd.beta1, sd.beta2) else None
 
 
 @stage("06")
@@ -249,7 +290,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     no_sd = None if gbar else f"no self-distillation samples of S1 at {paths.sd_samples} (run stage 04)"
     make("gbar_hist", no_sd, plot_gbar_hist, list(gbar.values()), k=k)
     b1, b2 = cfg.self_distill.beta1, cfg.self_distill.beta2
-    make("selection_sweep", no_sd, plot_selection_sweep, list(gbar.values()), current=(b1, b2))
+    make("selection_sweep", no_sd, plot_selection_sweep, list(gbar.values()), current=(b1, b2),
+         built=load_t2_report(cfg))
     if gbar:
         metrics["selection"] = selection_counts(gbar.values(), b1, b2)
         metrics["mean_gbar"] = float(np.mean(list(gbar.values())))

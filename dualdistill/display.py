@@ -71,4 +71,5 @@ def key_figures(metrics: dict[str, Any], keys: list[str] | None = None) -> Any:
 
     data = {k: metrics[k] for k in keys if k in metrics} if keys else metrics
     flat = pd.json_normalize(data, sep=" / ")
-    return flat.T.rename(columns={0: "value"}) if not flat.empty else pd.DataFrame(columns=["value"])
+    # object dtype: a count stays 24, not 24.0 beside a float in the same column
+    return flat.astype(object).T.rename(columns={0: "value"}) if not flat.empty else pd.DataFrame(columns=["value"])

@@ -45,9 +45,12 @@ def duration(seconds: float) -> str:
 
 
 def say(message: str) -> None:
-    """One progress line to stderr, flushed (the runner passes the kernels' stderr to the terminal
-    as it comes; what cells print to stdout stays in the executed notebook)."""
-    print(message, file=sys.stderr, flush=True)
+    """One progress line, flushed: to stderr (the runner passes the kernels' stderr to the terminal
+    as it comes; what cells print to stdout stays in the executed notebook) — except in a notebook a
+    person runs (``bar`` mode in a Jupyter kernel), where a line on stderr would sit in a red box
+    as if something had gone wrong: there it goes to stdout."""
+    interactive = mode() == "bar" and "ipykernel" in sys.modules
+    print(message, file=sys.stdout if interactive else sys.stderr, flush=True)
 
 
 class LineProgress:

@@ -92,12 +92,13 @@ def sampling_settings(cfg: RunConfig) -> Sampling:
 
 
 def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[Problem] | None = None,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, *, stats: dict | None = None) -> list[dict]:
     """Step 5: K graded samples per training problem from S1 with tools; resumable.
 
     Returns the current sample records (problem order, then sample index) and rewrites the
     per-problem summary. ``policy``: a ready policy (default: built from the config and closed
-    afterwards); ``problems``: default ``artifacts.self_distill_problems``."""
+    afterwards); ``problems``: default ``artifacts.self_distill_problems``; ``stats``, a dict, gets
+    ``drawn`` (samples drawn by this call) and ``reused`` (found in the cache)."""
     sd = cfg.self_distill
     problems = self_distill_problems(cfg) if problems is None else problems
     ids = [p.id for p in problems]
@@ -115,6 +116,8 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
                               call_cap=formatting.call_cap_style(cfg.student.prompt_style))
     todo = pending(jobs, store)
     log.info("self-distillation sampling: %d of %d samples missing", len(todo), len(jobs))
+    if stats is not None:
+        stats.update(drawn=len(todo), reused=len(jobs) - len(todo))
     if todo:
         own_policy = policy is None
         if own_policy:  # a missing S1 fails before any write
@@ -218,12 +221,14 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
         raise ValueError(f"until must be sample or select, got {until!r}")
     sd = cfg.self_distill
     problems = self_distill_problems(cfg)
-    records = sample_student(cfg, policy=policy, problems=problems, progress=progress)
+    drawn: dict[str, int] = {}
+    records = sample_student(cfg, policy=policy, problems=problems, progress=progress, stats=drawn)
     gbars = gbar_by_problem(group_by_problem(records))
     summary: dict[str, Any] = {
         "n_problems": len(problems),
         "k": sd.k,
         "n_samples": len(records),
+        "samples_drawn": drawn.get("drawn", 0),
         "n_failed_samples": sum(r.get("status") != "ok" for r in records),
         "gbar_mean": sum(gbars.values()) / len(gbars) if gbars else None,
         "gbar_hist": gbar_histogram(gbars.values()),
@@ -257,6 +262,52 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     if "warning" in sft:
         summary["warnings"].append(sft["warning"])
     return summary
+
+
+# --- for notebook 04 ------------------------------------------------------------------------------
+def status_lines(cfg: RunConfig, summary: dict) -> list[str]:
+    """What :func:`run` did and what it reused, one line per step (notebook 04 shows them)."""
+    paths = RunPaths.of(cfg)
+    drawn = summary.get("samples_drawn", 0)
+    lines = [f"step 5: {summary['n_samples']} samples of S1 ({summary['k']} per problem, {summary['n_problems']} "
+             f"problems): {drawn} drawn now, {summary['n_samples'] - drawn} reused from {paths.sd_samples}"]
+    if "n_examples" in summary:
+        ex = summary["examples"]
+        lines.append(f"step 6: T2 = {summary['n_examples']} examples (verify {ex.get('verify', 0)}, correct "
+                     f"{ex.get('correct', 0)}) at β1 = {summary['beta1']:g}, β2 = {summary['beta2']:g} → {paths.t2}")
+    sft = summary.get("sft")
+    if sft is not None:
+        if "copied_from" in sft:
+            lines.append(f"step 7: T2 is empty, S2 is a copy of S1 ({paths.model(OUT_MODEL)})")
+        elif sft.get("skipped"):
+            took = f" in {_seconds(sft['seconds'])}" if sft.get("seconds") is not None else ""
+            lines.append(f"step 7: S2 already trained on this data with these settings (trained earlier{took}): "
+                         f"reused, not retrained ({paths.model(OUT_MODEL)})")
+        else:
+            lines.append(f"step 7: S2 trained now: {sft.get('steps')} steps in {_seconds(sft.get('seconds', 0))} on "
+                         f"{sft.get('t2_examples')} T2 + {sft.get('replay_t1_examples', 0)} replayed T1 examples "
+                         f"→ {paths.model(OUT_MODEL)}")
+    return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def showcase(examples: list[dict]) -> list[dict]:
+    """One T2 example per rule to look at: for a correction, preferably one whose student attempt ran
+    code (the fixed sentence says "the code is not correct"); else the first of the rule."""
+    def ran_code(ex: dict) -> bool:
+        segs = ex.get("segments", [])
+        cut = next((i for i, s in enumerate(segs) if s.get("kind") == "transition"), len(segs))
+        return any(s.get("kind") == "code" for s in segs[:cut])
+
+    out = []
+    for rule in ("verify", "correct"):
+        of_rule = [e for e in examples if e.get("rule") == rule]
+        if of_rule:
+            out.append(next((e for e in of_rule if ran_code(e)), of_rule[0]))
+    return out
 
 
 if __name__ == "__main__":

@@ -129,11 +129,16 @@ def mask_example(cfg: RunConfig) -> dict[str, Any]:
 
 
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per trained model: the figures the notebook shows."""
+    """One row per trained model: the figures the notebook shows. ``status`` comes first: a model
+    already trained on the same data with the same settings is reused, and its training time is
+    that earlier run's (``trained in (s)``), not time spent now."""
     cols = ["method", "examples", "kept", "dropped", "truncated", "steps", "epochs", "first_loss", "final_loss",
-            "tokens_trained", "seconds", "tokens_per_s", "peak_gpu_gb", "skipped"]
-    rows = {name: {c: r.get(c) for c in cols} for name, r in summary["models"].items()}
-    return pd.DataFrame.from_dict(rows, orient="index")
+            "tokens_trained", "seconds", "tokens_per_s", "peak_gpu_gb"]
+    rows = {}
+    for name, r in summary["models"].items():
+        status = "reused: trained earlier, same data and settings" if r.get("skipped") else "trained now"
+        rows[name] = {"status": status, **{c: r.get(c) for c in cols}}
+    return pd.DataFrame.from_dict(rows, orient="index").rename(columns={"seconds": "trained in (s)"})
 
 
 def loss_curves(cfg: RunConfig, names: list[str] | None = None) -> pd.DataFrame:

@@ -126,6 +126,9 @@ def test_run_analysis_on_fixture(fixture_cfg):
     assert m["t1_cases"] == {"01": 6, "10": 3, "11": 3}
     assert m["selection"]["verify"] == 4 and m["selection"]["correct"] == 6 and m["selection"]["solved"] == 2
     assert m["mean_gbar"] == pytest.approx((0 + 0 + 0.25 + 0.5 + 0.5 + 0.75 + 1 + 1) / 8)
+    written = {p: p.stat().st_mtime_ns for p in [*paths.plots.glob("*.png"), Path(out["results_md"])]}
+    analysis.run(fixture_cfg, progress=False)  # a rerun on the same inputs leaves every file alone
+    assert {p: p.stat().st_mtime_ns for p in written} == written
 
 
 def test_missing_inputs_skip_their_figures(fixture_cfg, capsys):

@@ -1,12 +1,11 @@
 """The whole pipeline on the smoke params: notebooks 01 -> 06 through papermill, then checks on what
 each stage recorded (its metrics.json: counts consistent across stages, every composition case
 present, a summary row for every model, plots written), a rerun that skips finished stages, progress
-streamed to the terminal, and a failing stage that names its cell."""
+streamed to the terminal, and a failing stage that names its cell. The smoke run is the session's
+(``smoke_run`` in conftest.py; the JupyterLab browser test works on the same outputs)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from collections import Counter
@@ -14,25 +13,12 @@ from collections import Counter
 import pytest
 
 from dualdistill.artifacts import RunPaths, read_metrics
-from dualdistill.config import load_config
 from dualdistill.runner import StageFailed, run_pipeline
 from dualdistill.stages import STAGES
 from dualdistill.store import read_jsonl
-from tests.conftest import REPO
+from tests.conftest import SMOKE
 
-SMOKE = REPO / "params" / "smoke.yaml"
 MODELS = ["S0", "text_only", "tool_only", "S1", "S2"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke run, with what ``dualdistill run`` shows on the terminal captured."""
-    out = tmp_path_factory.mktemp("smoke")
-    overrides = {"output_dir": str(out)}
-    shown = io.StringIO()
-    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
-        results = run_pipeline(SMOKE, overrides, progress=True)
-    return load_config(SMOKE, overrides), results, shown.getvalue()
 
 
 @pytest.mark.slow

@@ -477,7 +477,7 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
     scripted student (another sampling seed, so fresh samples) T2 has both rules and S1 is trained
     on it into S2; a rerun is a no-op."""
     from dualdistill.config import TinyModelConfig
-    from dualdistill.self_distillation import COPY_MARKER, run, self_distill
+    from dualdistill.self_distillation import COPY_MARKER, run, self_distill, showcase, status_lines
     from dualdistill.tiny import build_tiny
     from dualdistill.world import tokenizer_corpus
 
@@ -501,6 +501,9 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
     assert empty["n_examples"] == 0 and sorted(empty["no_student_sample"]["correct"]) == ["toy/0", "toy/1", "toy/2"]
     assert any("T2 is empty" in w for w in empty["warnings"])
     assert (paths.model("S2") / COPY_MARKER).is_file() and (paths.model("S2") / "config.json").is_file()
+    said = status_lines(cfg, empty)  # what notebook 04 shows: what was done now and what was reused
+    assert empty["samples_drawn"] == 0 and said[0].startswith("step 5: 6 samples of S1") and "0 drawn now, 6 reused" in said[0]
+    assert said[-1].startswith("step 7: T2 is empty, S2 is a copy of S1")
 
     cfg1 = config_from_dict(raw, overrides={"self_distill.seed": 1})
     summary = self_distill(cfg1, policy=FakeStudent(2), progress=False)
@@ -517,8 +520,11 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
     assert summary["sft"]["steps"] == 2 and summary["sft"]["kept"] == 3
     s2 = paths.model("S2")
     assert (s2 / "config.json").is_file() and any(s2.glob("*.safetensors")) and not (s2 / COPY_MARKER).exists()
+    assert summary["samples_drawn"] == 6 and status_lines(cfg1, summary)[-1].startswith("step 7: S2 trained now: 2 steps")
+    assert [e["rule"] for e in showcase(t2)] == ["verify", "correct"]
     again = self_distill(cfg1, policy=FakeStudent(2, fail_on=1), progress=False)
     assert again["sft"].get("skipped") is True
+    assert "S2 already trained on this data with these settings" in status_lines(cfg1, again)[-1]
 
 
 def test_malformed_student_attempts_are_not_used():

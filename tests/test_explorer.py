@@ -1,0 +1,84 @@
+"""The β1/β2 explorer of notebook 04: sliders that hold the params' values, a figure drawn before the
+widget is shown (opaque, not blank), counts that follow the sliders, panels as the extension point."""
+
+from __future__ import annotations
+
+import html
+import io
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from dualdistill import explorer
+from dualdistill.selection import selection_counts
+
+GBARS = {"p1": 0.0, "p2": 0.25, "p3": 0.5, "p4": 0.75, "p5": 1.0}
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+@pytest.mark.parametrize(("values", "step"), [((0.0, 0.9), 0.01), ((0.0, 0.125), 0.001), ((0.25, 0.75), 0.01)])
+def test_slider_step_holds_the_params_values(values, step):
+    assert explorer.slider_step(*values) == step
+
+
+def test_first_render_has_the_figure_at_the_params_values():
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9, k=4)
+    assert (ex.beta1.value, ex.beta2.value) == (0.0, 0.9) and ex.beta2.step == 0.01  # K = 4 would snap 0.9 to 1.0
+    pixels = _pixels(ex.images[0].value)
+    assert (pixels[..., 3] == 255).all()  # opaque: never a transparent image
+    assert (pixels[..., :3] < 200).any(axis=-1).mean() > 0.02  # and something is drawn
+    assert "β1 = 0 · β2 = 0.9 · " in ex.counts.value
+    counts = selection_counts(GBARS, 0.0, 0.9)
+    for key, *_ in explorer.BARS:
+        assert f"data-count='{key}'>{counts[key]}<" in ex.counts.value
+
+
+
+def test_headless_runs_keep_the_figure_not_the_widget(monkeypatch):
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9, k=4)
+    monkeypatch.setenv("DUALDISTILL_PROGRESS", "bar")  # a person in Jupyter: the widget (+ PNG for static viewers)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
+    monkeypatch.setenv("DUALDISTILL_PROGRESS", "lines")  # under `dualdistill run`: the figure alone
+    bundle = ex._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"} and "β2 = 0.9" in bundle["text/plain"]
+
+
+def test_moving_a_slider_redraws_and_recounts():
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9, k=4)
+    first = ex.images[0].value
+    ex.beta2.value = 0.3
+    assert ex.drawn == (0.0, 0.3) and ex.images[0].value != first
+    assert "data-count='correct'>2<" in ex.counts.value  # ḡ 0 and 0.25 are below 0.3
+    ex.beta2.value = 0.3000000000000001  # a slider's float noise is not a change
+    assert ex.drawn == (0.0, 0.3)
+    ex.set(*ex.params)
+    assert ex.drawn == (0.0, 0.9) and "data-count='correct'>4<" in ex.counts.value
+
+
+def test_every_bar_is_explained():
+    legend = explorer.legend_html()
+    for _, label, _, text in explorer.BARS:
+        assert f"<b>{html.escape(label)}</b>" in legend and html.escape(text) in legend
+    assert [b[0] for b in explorer.BARS] == ["solved", "eligible", "verify", "correct", "both", "examples"]
+
+
+def test_a_panel_is_any_function_of_the_thresholds():
+    """The hook for a β sweep: one more panel, drawn with the others whenever a slider moves."""
+    seen = []
+
+    def sweep_panel(beta1: float, beta2: float) -> Figure:
+        seen.append((beta1, beta2))
+        fig = Figure(figsize=(2, 2))
+        fig.subplots().plot([0, 1], [beta1, beta2])
+        return fig
+
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9,
+                               panels=[explorer.selection_panel(GBARS, 4), sweep_panel])
+    ex.beta1.value = 0.5
+    assert seen == [(0.0, 0.9), (0.5, 0.9)] and len(ex.images) == 2 and ex.images[1].value
