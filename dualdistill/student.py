@@ -31,15 +31,13 @@ def student_tokenizer_path(cfg: RunConfig) -> str:
 def load_student_tokenizer(cfg: RunConfig, *, local_only: bool = False) -> Any:
     """The student's tokenizer. The tiny base must have been built (stage 01); a hub id is loaded by
     transformers unless ``local_only``, which returns None for anything but a local directory."""
-    from transformers import AutoTokenizer
-
     path = student_tokenizer_path(cfg)
-    if is_tiny(cfg):
-        if local_only and not Path(path).is_dir():
-            return None
-        return AutoTokenizer.from_pretrained(require("01", Path(path), "the tiny student (model and tokenizer)"))
     if local_only and not Path(path).is_dir():
         return None
+    from transformers import AutoTokenizer  # a heavy import: only when a tokenizer is loaded
+
+    if is_tiny(cfg):
+        return AutoTokenizer.from_pretrained(require("01", Path(path), "the tiny student (model and tokenizer)"))
     return AutoTokenizer.from_pretrained(path)
 
 
