@@ -9,8 +9,10 @@ Part 1 (plain generation): a randomly initialised Qwen2 of the embedded default'
 ``--max-tokens`` tokens (``ignore_eos``), so tokens/s compare like with like.
 Part 2 (tool loop, needs ``dualdistill.sandbox``): the scripted tiny model of
 ``tests/helpers_tiny.py`` writes ``<code>print(42)</code>`` after every newline, so each trajectory
-makes ``--code-calls`` real sandbox calls; reports trajectories/s and tokens/s (generated + executor)
-with one request in flight vs the largest ``--concurrency``.
+makes ``--code-calls`` real sandbox calls; reports trajectories/s and tokens/s with one trajectory in
+flight vs the largest ``--concurrency``, and beside each the same server's tokens/s on plain
+completions of the loop's mean segment length at the same concurrency: the loop's generated
+tokens/s over that is how much of the server the tool loop keeps busy.
 Results go to ``outputs/bench/vllm_throughput.json`` (and a table on stdout).
 """
 
@@ -98,7 +100,7 @@ def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: 
         with policy_for(server, concurrency) as policy:
             t0 = time.perf_counter()
             trajs = generate_trajectories(policy, items, budget=1024, max_code_calls=code_calls, temperature=0.6,
-                                          sandbox_pool=pool, progress=False)
+                                          sandbox_pool=pool, progress=False, max_in_flight=concurrency)
             wall = time.perf_counter() - t0
     finally:
         pool.close()
@@ -106,13 +108,28 @@ def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: 
     generated = sum(t.n_generated_tokens for t in trajs)
     total = sum(t.n_tokens for t in trajs)
     t_exec = sum(t.timings.get("execution", 0.0) for t in trajs)
+    segment = max(1, round(generated / sum(t.meta["steps"] for t in trajs)))
+    plain = plain_rate(server, concurrency, segment, requests=sum(t.meta["steps"] for t in trajs))
     row = {"trajectories": n, "concurrency": concurrency, "code_calls": calls, "generated_tokens": generated,
            "tokens_with_executor": total, "seconds": round(wall, 2), "trajectories_per_s": round(n / wall, 2),
-           "tokens_per_s": round(total / wall, 1), "execution_seconds_summed": round(t_exec, 2),
+           "tokens_per_s": round(total / wall, 1), "generated_tokens_per_s": round(generated / wall, 1),
+           "plain_tokens_per_s": plain, "loop_over_plain": round(generated / wall / plain, 3) if plain else None,
+           "mean_segment_tokens": segment, "execution_seconds_summed": round(t_exec, 2),
            "finish": sorted({t.finish_reason for t in trajs})}
     print(f"  concurrency {concurrency:>3}: {n} trajectories, {calls} code calls, {total} tokens in {wall:.1f} s -> "
-          f"{n / wall:.2f} traj/s, {total / wall:.1f} tok/s", flush=True)
+          f"{n / wall:.2f} traj/s, {generated / wall:.1f} generated tok/s vs plain {plain} tok/s "
+          f"(ratio {row['loop_over_plain']})", flush=True)
     return row
+
+
+def plain_rate(server: VLLMServer, concurrency: int, max_tokens: int, requests: int) -> float:
+    """Tokens/s of ``requests`` plain completions of ``max_tokens`` tokens, ``concurrency`` in flight."""
+    prompts = [f"{CORPUS[0]}<think>\nPlain {i}: " for i in range(requests)]
+    with policy_for(server, concurrency, extra_body={"ignore_eos": True}) as policy:
+        t0 = time.perf_counter()
+        gens = policy.generate([GenerationRequest(p, max_tokens) for p in prompts])
+        wall = time.perf_counter() - t0
+    return round(sum(g.n_tokens for g in gens if g.finish_reason != "error") / wall, 1)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
