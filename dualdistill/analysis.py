@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,15 +65,10 @@ BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the swee
 # --- figures -------------------------------------------------------------------------------------
 def _save(fig: plt.Figure, path: str | Path) -> plt.Figure:
     """Save ``fig`` as PNG; an unchanged figure leaves its file alone (its time says when it changed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    if not (path.is_file() and path.read_bytes() == buf.getvalue()):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+    write_atomic(path, buf.getvalue())
     return fig
 
 

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import formatting
+from dualdistill.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +241,7 @@ def save_r1_tokenizer(tok: Any, out_dir: str | Path) -> None:
 
 def r1_build_hash(think_prefix: bool = False) -> str:
     """What decides a build: the ranks file, the options and the recipe version."""
-    blob = json.dumps({"ranks": RANKS_SHA256, "think_prefix": think_prefix, "version": BUILD_VERSION},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stable_hash({"ranks": RANKS_SHA256, "think_prefix": think_prefix, "version": BUILD_VERSION})
 
 
 def read_meta(out_dir: str | Path, name: str = META_FILE) -> dict[str, Any] | None:

@@ -20,7 +20,6 @@ built into an output directory and must never be committed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import r1_tokenizer as r1
+from dualdistill.hashing import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,9 @@ def standin_config(**overrides: Any) -> Any:
 
 def standin_build_hash(seed: int, think_prefix: bool, overrides: dict[str, Any]) -> str:
     """What decides a build: seed, sizes, the tokenizer build and the recipe version."""
-    blob = json.dumps({"seed": seed, "overrides": overrides, "sizes": STANDIN_SIZES, "real": REAL_7B_CONFIG,
+    return stable_hash({"seed": seed, "overrides": overrides, "sizes": STANDIN_SIZES, "real": REAL_7B_CONFIG,
                        "generation": GENERATION_DEFAULTS, "tokenizer": r1.r1_build_hash(think_prefix),
-                       "version": BUILD_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+                       "version": BUILD_VERSION})
 
 
 def build_standin(out_dir: str | Path, seed: int = 0, *, think_prefix: bool = False, force: bool = False,

@@ -101,15 +101,17 @@ def record_key(*parts: Any) -> str:
     return "|".join(str(p) for p in parts)
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file).
-    An unchanged file is left alone, so its modification time says when its content last changed."""
+def write_atomic(path: str | Path, content: str | bytes) -> Path:
+    """Write ``content`` (text as UTF-8, or bytes) to ``path`` through a temporary file and a rename
+    (never a half-written file). An unchanged file is left alone, so its modification time says when
+    its content last changed."""
     path = Path(path)
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    if path.is_file() and path.read_bytes() == data:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
     return path
 
