@@ -140,10 +140,10 @@ def context_needed(prompts: list[str], budget: int, tokenizer: Any = None) -> in
 
 def build_model_policy(pcfg: PolicyConfig, *, device: str = "auto", seed: int = 0,
                        max_context: int | None = None) -> Policy:
-    """The policy of a sampled model, with each backend's own arguments (hf: the device; vllm: the
-    seed and the context it needs)."""
+    """The policy of a sampled model, with each backend's own arguments (hf: the device; vllm and
+    vllm-server: the seed and the context it needs, their ``max_model_len`` unless the params set one)."""
     if pcfg.backend == "hf":
         return build_policy(pcfg, device=device, seed=seed)
-    if pcfg.backend == "vllm":
+    if pcfg.backend in ("vllm", "vllm-server"):
         return build_policy(pcfg, seed=seed, max_context=max_context)
     return build_policy(pcfg, seed=seed)
