@@ -29,7 +29,7 @@ from typing import Any
 
 from dualdistill import benchmarks as bm
 from dualdistill import formatting
-from dualdistill.artifacts import RunPaths, eval_records, model_fingerprint, require_model
+from dualdistill.artifacts import RunPaths, eval_records, model_fingerprint, record_ran, require_model
 from dualdistill.config import EvalModel, PolicyConfig, RunConfig, SandboxConfig
 from dualdistill.entry import stage
 from dualdistill.hashing import stable_hash
@@ -198,7 +198,10 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                             prompt_style=style,
                         )
             finally:
-                policy.close()
+                try:
+                    record_ran(cfg, "05", f"eval:{m.name}", {**policy.describe(), "trajectories": len(store.read()) - before})
+                finally:
+                    policy.close()
             n_new += len(store.read()) - before
     finally:
         if pool is not None:
