@@ -117,7 +117,8 @@ class PolicyConfig(Strict):
         "max_model_len: 20480}} (engine arguments); vllm-server: {python, engine, env, startup_timeout} "
         "(backends/vllm_served.py); hf: generate keyword arguments; openai: see its module")
     serve: ServeConfig | None = Field(
-        None, description="a local server this policy talks to, started with the policy and stopped when it closes "
+        None, exclude_if=lambda v: v is None,  # unset: not in dumps, so the hashes of existing runs stay as they were
+        description="a local server this policy talks to, started with the policy and stopped when it closes "
         "(e.g. a stand-in endpoint; base_url then defaults to it)")
 
 
