@@ -74,5 +74,5 @@ install_training_deps
 
 # 6. check
 "$VENV/bin/python" -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
-"$VENV/bin/python" -c "$TRAIN_CHECK"
+"$VENV/bin/python" -c "$TRAIN_CHECK" 2>/dev/null || { echo "$VENV: the training dependencies do not import" >&2; exit 1; }
 echo "$VENV ready: python -m dualdistill.vllm_server MODEL_DIR  (or pytest -m vllm)"
