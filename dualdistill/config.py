@@ -80,10 +80,25 @@ class DataConfig(Strict):
 
 
 # --- models and policies ----------------------------------------------------------------------
+class ServeConfig(Strict):
+    """A local server a policy talks to, started by the run when the policy is built and stopped when
+    it is closed (``policy.build_policy``; ``server_process.ServerProcess``). The policy's ``base_url``
+    defaults to ``http://{host}:{port}/v1``."""
+
+    command: list[str] = Field(min_length=1, description="the server's command line; {port}, {host} and {python} "
+                               "(the interpreter of the run) are filled in; relative paths resolve from the "
+                               "repository root")
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535, description="None: a free port")
+    ready_path: str = Field("/v1/models", description="polled (GET, JSON) until the server answers")
+    startup_timeout: float = Field(120.0, gt=0)
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables added for the server")
+
+
 class PolicyConfig(Strict):
     """A policy that continues a prompt (METHOD §4)."""
 
-    backend: Literal["hf", "vllm", "openai", "codeact", "replay", "scripted"]
+    backend: Literal["hf", "vllm", "vllm-server", "openai", "codeact", "replay", "scripted"]
     model: str | None = Field(None, description="model path / hub id / served model name; scripted: text|agent")
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
@@ -99,7 +114,12 @@ class PolicyConfig(Strict):
     request_timeout: float = Field(600.0, gt=0, description="openai: seconds per request")
     extra: dict[str, Any] = Field(
         default_factory=dict, description="backend-specific options, e.g. vllm: {engine: {gpu_memory_utilization: 0.85, "
-        "max_model_len: 20480}} (engine arguments); hf: generate keyword arguments; openai: see its module")
+        "max_model_len: 20480}} (engine arguments); vllm-server: {python, engine, env, startup_timeout} "
+        "(backends/vllm_served.py); hf: generate keyword arguments; openai: see its module")
+    serve: ServeConfig | None = Field(
+        None, exclude_if=lambda v: v is None,  # unset: not in dumps, so the hashes of existing runs stay as they were
+        description="a local server this policy talks to, started with the policy and stopped when it closes "
+        "(e.g. a stand-in endpoint; base_url then defaults to it)")
 
 
 class TeachersConfig(Strict):
@@ -135,7 +155,9 @@ class TinyModelConfig(Strict):
 
 class StudentConfig(Strict):
     model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", description="S0: path or hub id; 'tiny' builds the local tiny model")
-    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="sampling backend for S1/S2")
+    backend: Literal["hf", "vllm", "vllm-server", "openai"] = Field(
+        "hf", description="sampling backend for S0/S1/S2: hf (transformers), vllm (in-process engine), vllm-server (a "
+        "vLLM server the run starts per model, from the interpreter in extra.python) or openai")
     batch_size: int = Field(
         32, ge=1, description="sampling S0/S1/S2: batch size (hf, vllm) or requests in flight (openai)"
     )
@@ -148,7 +170,8 @@ class StudentConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     extra: dict[str, Any] = Field(
         default_factory=dict, description="backend options of the S0/S1/S2 policies (PolicyConfig.extra), e.g. "
-        "vllm: {engine: {gpu_memory_utilization: 0.85, max_num_seqs: 256}}; max_model_len defaults to what "
+        "vllm: {engine: {gpu_memory_utilization: 0.85, max_num_seqs: 256}}; vllm-server: the same engine section "
+        "(passed as server flags) and python: the interpreter with vLLM; max_model_len defaults to what "
         "prompt + budget need")
     tiny: TinyModelConfig | None = Field(None, description="sizes of the tiny model when model == 'tiny'")
     stage0_sft: SFTConfig | None = Field(None, description="embedded only: SFT of the tiny model on text-teacher traces to make S0")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dualdistill import benchmarks as bm
 from dualdistill import formatting
-from dualdistill.artifacts import RunPaths, eval_records, model_fingerprint, require_model
+from dualdistill.artifacts import RunPaths, eval_records, model_fingerprint, record_ran, require_model
 from dualdistill.config import EvalModel, PolicyConfig, RunConfig, SandboxConfig
 from dualdistill.entry import stage
 from dualdistill.hashing import stable_hash
@@ -75,7 +77,7 @@ def eval_hash(pcfg: PolicyConfig | None, *, budget: int, sampling: Sampling, too
 
 # --- one model on one benchmark at one budget ---------------------------------------------------
 def evaluate_model(
-    policy: Policy,
+    policy: Policy | Callable[[], Policy],
     problems: list[Problem],
     *,
     model_name: str,
@@ -96,7 +98,7 @@ def evaluate_model(
     prompt_style: str = "r1",
 ) -> list[dict[str, Any]]:
     """Sample, grade and record ``samples`` trajectories per problem; resumable, each record appended
-    as its trajectory ends.
+    as its trajectory ends. ``policy`` may be a function that builds it when something is to be sampled.
 
     Returns the current records of these problems and samples (old and new), in problem order then
     sample order. ``policy_config`` and ``sandbox`` go into the key hash (:func:`eval_hash`);
@@ -122,6 +124,20 @@ def evaluate_model(
 
 
 # --- the stage -----------------------------------------------------------------------------------
+class OnDemand:
+    """A model's policy, built the first time a sample is missing (so a rerun with every sample recorded
+    starts no engine or server)."""
+
+    def __init__(self, build: Callable[[], Policy]) -> None:
+        self.build = build
+        self.policy: Policy | None = None
+
+    def __call__(self) -> Policy:
+        if self.policy is None:
+            self.policy = self.build()
+        return self.policy
+
+
 def eval_models(cfg: RunConfig) -> list[EvalModel]:
     """``cfg.eval.models`` as EvalModels (a plain name takes ``cfg.eval.tools``)."""
     out = [m if isinstance(m, EvalModel) else EvalModel(name=m, tools=cfg.eval.tools) for m in cfg.eval.models]
@@ -184,7 +200,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             store = JsonlStore(paths.eval_records(m.name))
             before = len(store.read())
             pcfg = policies[m.name]
-            policy = build_model_policy(pcfg, device=cfg.device, seed=ev.seed, max_context=need)
+            policy = OnDemand(partial(build_model_policy, pcfg, device=cfg.device, seed=ev.seed, max_context=need))
+
             sampling = Sampling(backend=pcfg.backend, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
                                 seed=ev.seed)
             try:
@@ -198,7 +215,12 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                             prompt_style=style,
                         )
             finally:
-                policy.close()
+                if policy.policy is not None:  # it ran: the ledger says on what
+                    try:
+                        record_ran(cfg, "05", f"eval:{m.name}",
+                                   {**policy.policy.describe(), "trajectories": len(store.read()) - before})
+                    finally:
+                        policy.policy.close()
             n_new += len(store.read()) - before
     finally:
         if pool is not None:

@@ -9,8 +9,11 @@ engine with continuous batching, an HTTP server) set ``async_native`` and implem
 :meth:`Policy.agenerate`; for the others a :class:`MicroBatcher` collects whatever is ready while
 the model is busy and sends it as the next batch.
 
-Backends register themselves by name with :func:`register`; :func:`build_policy` builds one from a
-:class:`~dualdistill.config.PolicyConfig`. Every name in :data:`BACKENDS` must resolve.
+Backends are named in :data:`BACKENDS`; :func:`build_policy` builds one from a
+:class:`~dualdistill.config.PolicyConfig`. Every name in :data:`BACKENDS` must resolve. A config with
+a ``serve`` section gets its server started first (``server_process.ServerProcess``; the policy's
+``base_url`` points at it unless set) and stopped when the policy is closed. :meth:`Policy.describe`
+says what a built policy is (backend, model, server), for the run's report.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 BACKENDS: dict[str, str] = {
     "hf": "dualdistill.backends.hf:HFPolicy",
     "vllm": "dualdistill.backends.vllm_local:VLLMPolicy",
+    "vllm-server": "dualdistill.backends.vllm_served:VLLMServerPolicy",
     "openai": "dualdistill.backends.openai_api:OpenAIPolicy",
     "codeact": "dualdistill.backends.codeact:build_codeact_policy",
     "replay": "dualdistill.backends.replay:ReplayPolicy",
@@ -75,6 +79,7 @@ class Policy(ABC):
     name: str = "policy"
     async_native: bool = False  # True: agenerate serves one request at a time (continuous batching)
     remote_count: bool = False  # True: count_tokens may wait on a server (the tool loop calls it in a thread)
+    served: Any = None  # the ServerProcess started for this policy (PolicyConfig.serve), if any
 
     async def agenerate(self, request: GenerationRequest) -> Generation:
         """One generation, awaited on its own (async_native policies); never raises for the item."""
@@ -96,6 +101,32 @@ class Policy(ABC):
     def close(self) -> None:
         """Release engines, servers, threads (default: nothing to release)."""
         return None
+
+    def describe(self) -> dict[str, Any]:
+        """What this policy is, for reports: its backend name and what it was built on."""
+        out: dict[str, Any] = {"backend": self.name}
+        cfg = getattr(self, "cfg", None)
+        if getattr(cfg, "model", None):
+            out["model"] = cfg.model
+        if getattr(self, "served", None) is not None:
+            out["served"] = self.served.describe()
+        return out
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after this policy's own :meth:`close` (even when that raises), once."""
+        inner = self.close
+        done = False
+
+        def close() -> None:
+            nonlocal done
+            try:
+                inner()
+            finally:
+                if not done:
+                    done = True
+                    hook()
+
+        self.close = close  # type: ignore[method-assign]
 
     def __enter__(self) -> Policy:
         return self
@@ -163,5 +194,24 @@ def _resolve(name: str) -> Callable[..., Policy]:
 
 
 def build_policy(cfg: Any, **kwargs: Any) -> Policy:
-    """Build the policy named by ``cfg.backend`` (a PolicyConfig); kwargs go to the factory."""
-    return _resolve(cfg.backend)(cfg, **kwargs)
+    """Build the policy named by ``cfg.backend`` (a PolicyConfig); kwargs go to the factory. With
+    ``cfg.serve`` its server is started first and stopped when the policy is closed."""
+    factory = _resolve(cfg.backend)
+    serve = getattr(cfg, "serve", None)
+    if serve is None:
+        return factory(cfg, **kwargs)
+    from dualdistill.server_process import ServerProcess
+
+    server = ServerProcess(serve.command, host=serve.host, port=serve.port, ready_path=serve.ready_path,
+                           env=serve.env, startup_timeout=serve.startup_timeout)
+    server.label = f"the {cfg.backend} policy's server (serve.command)"
+    server.start()
+    try:
+        base_url = cfg.base_url.format(port=server.port, host=server.host) if cfg.base_url else server.base_url
+        policy = factory(cfg.model_copy(update={"base_url": base_url}), **kwargs)
+    except BaseException:
+        server.stop()
+        raise
+    policy.served = server  # type: ignore[attr-defined]
+    policy.add_close_hook(server.stop)
+    return policy

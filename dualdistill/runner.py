@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill import progress as progress_lines
-from dualdistill.artifacts import RunPaths
+from dualdistill.artifacts import RunPaths, what_ran
 from dualdistill.config import RunConfig, load_config
 from dualdistill.stages import STAGES, get_stage
 from dualdistill.store import write_atomic, write_json
@@ -161,4 +161,47 @@ def write_report_index(cfg: RunConfig, results: list[StageResult]) -> Path:
         lines += ["## Plots", ""] + [f"![{p.stem}](../plots/{p.name})" for p in plots] + [""]
     lines += ["## Stages", "", "| stage | notebook | status | seconds |", "|---|---|---|---|"]
     lines += [f"| {r.stage} | `{r.notebook.name}` | {r.status} | {r.seconds:.0f} |" for r in results]
+    ran = what_ran(cfg)
+    if ran:
+        lines += ["", "## What ran", "", f"From `{paths.ledger}` (the latest entry per stage and role).", ""]
+        lines += ran_table(ran)
     return write_atomic(paths.report / "README.md", "\n".join(lines) + "\n")
+
+
+def ran_table(entries: list[dict[str, Any]]) -> list[str]:
+    """The ledger as a markdown table: stage, role, backend, what it ran on, what it did."""
+    rows = ["| stage | role | backend | on | details |", "|---|---|---|---|---|"]
+    for e in entries:
+        on, details = _ran_cells(e)
+        rows.append(f"| {e['stage']} | {e['role']} | `{e['backend']}` | {on} | {details} |")
+    return rows
+
+
+def _ran_cells(e: dict[str, Any]) -> tuple[str, str]:
+    details: list[str] = []
+    if e["backend"].startswith("sft-"):
+        q = e.get("quantization") or {}
+        if q:
+            details.append(f"{q.get('quant_type')} 4-bit ({q.get('linear4bit_layers')} Linear4bit layers, double quant "
+                           f"{q.get('double_quant')})")
+        details.append(f"{e.get('steps')} steps, {e.get('kept')} examples kept, {e.get('tokens')} tokens "
+                       f"({e.get('loss_tokens')} with loss), {e.get('seconds')} s on {e.get('device')}")
+        on = f"`{e.get('base_model')}` → `{e.get('model_dir')}`"
+    else:
+        chat = e.get("chat") or {}
+        model = e.get("model") or chat.get("model")
+        on = f"`{model}`" if model else "—"
+        if e.get("base_url") or chat.get("base_url"):
+            on += f" at {e.get('base_url') or chat.get('base_url')}"
+        if "fields" in e:
+            details.append(f"fields {', '.join(e['fields'])} from {e.get('source')}")
+        served = e.get("served")
+        if served:
+            details.append(f"server started by the run: `{' '.join(map(str, served.get('command') or []))}` "
+                           f"(up in {served.get('startup_seconds')} s)")
+        if e.get("vllm_version"):
+            details.append(f"vLLM {e['vllm_version']}, dtype {e.get('dtype')}, engine {e.get('engine')}")
+        details.append(f"{e.get('trajectories')} trajectories")
+    if e.get("tokenizer_class"):
+        details.append(f"tokenizer {e['tokenizer_class']} ({e.get('tokenizer_size')} tokens)")
+    return on, "; ".join(details).replace("|", "\\|")

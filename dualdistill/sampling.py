@@ -18,6 +18,7 @@ that needs (longest prompt + budget), which vLLM gets as ``max_model_len`` unles
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -83,12 +84,17 @@ def pending(jobs: list[SampleJob], store: JsonlStore) -> list[SampleJob]:
     return [j for j in jobs if latest.get(j.key, {}).get("status") != "ok"]
 
 
-def sample_and_record(policy: Policy, jobs: list[SampleJob], store: JsonlStore, settings: SampleSettings, *,
-                      sandbox_pool: SandboxPool | None, show_progress: bool = True, desc: str = "samples") -> int:
-    """Sample, grade and append a record for every pending job as it ends; returns how many were written."""
+def sample_and_record(policy: Policy | Callable[[], Policy], jobs: list[SampleJob], store: JsonlStore,
+                      settings: SampleSettings, *, sandbox_pool: SandboxPool | None, show_progress: bool = True,
+                      desc: str = "samples") -> int:
+    """Sample, grade and append a record for every pending job as it ends; returns how many were written.
+    ``policy`` may be a function that builds it: called only when a job is pending (a policy that starts
+    an engine or a server is then not started for nothing on a rerun)."""
     todo = pending(jobs, store)
     if not todo:
         return 0
+    if not isinstance(policy, Policy):
+        policy = policy()
     bar = progress.bar(len(todo), desc, enabled=show_progress, unit="trajectories")
     written = 0
 
@@ -140,10 +146,10 @@ def context_needed(prompts: list[str], budget: int, tokenizer: Any = None) -> in
 
 def build_model_policy(pcfg: PolicyConfig, *, device: str = "auto", seed: int = 0,
                        max_context: int | None = None) -> Policy:
-    """The policy of a sampled model, with each backend's own arguments (hf: the device; vllm: the
-    seed and the context it needs)."""
+    """The policy of a sampled model, with each backend's own arguments (hf: the device; vllm and
+    vllm-server: the seed and the context it needs, their ``max_model_len`` unless the params set one)."""
     if pcfg.backend == "hf":
         return build_policy(pcfg, device=device, seed=seed)
-    if pcfg.backend == "vllm":
+    if pcfg.backend in ("vllm", "vllm-server"):
         return build_policy(pcfg, seed=seed, max_context=max_context)
     return build_policy(pcfg, seed=seed)

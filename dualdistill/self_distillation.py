@@ -26,6 +26,7 @@ from dualdistill import formatting
 from dualdistill.artifacts import (
     RunPaths,
     model_fingerprint,
+    record_ran,
     require_model,
     samples_hash,
     self_distill_problems,
@@ -57,7 +58,7 @@ from dualdistill.selection import (
     teacher_solutions_from_problems,
     teacher_solutions_from_records,
 )
-from dualdistill.sft import train_sft
+from dualdistill.sft import ran_info, train_sft
 from dualdistill.store import JsonlStore, read_json, record_key, write_json, write_jsonl
 from dualdistill.student import load_student_tokenizer
 from dualdistill.tool_loop import make_sandbox_pool
@@ -125,13 +126,17 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
             policy = build_model_policy(student_policy_config(cfg), device=cfg.device, seed=sd.seed, max_context=need)
         cfg.save(paths.sd_samples.with_name("config.yaml"))
         pool = make_sandbox_pool(cfg.sandbox)
+        written = 0
         try:
-            sample_and_record(policy, todo, store, settings, sandbox_pool=pool, show_progress=progress,
-                              desc="S1 samples")
+            written = sample_and_record(policy, todo, store, settings, sandbox_pool=pool, show_progress=progress,
+                                        desc="S1 samples")
         finally:
             pool.close()
-            if own_policy:
-                policy.close()
+            try:
+                record_ran(cfg, "04", f"sample:{MODEL}", {**policy.describe(), "trajectories": written})
+            finally:
+                if own_policy:
+                    policy.close()
     records = self_distill_samples(cfg, problems)
     write_jsonl(paths.sd_problem_summary, problem_summaries(records))
     return records
@@ -192,6 +197,8 @@ def train_s2(cfg: RunConfig, examples: list[dict], *, progress: bool = True) -> 
         replay = replay_examples(cfg, len(examples))
         result = train_sft(examples + replay, base, paths.checkpoints(OUT_MODEL), sft, model_dir=out,
                            resume=True, device=cfg.device, progress=progress, desc=f"SFT {OUT_MODEL}")
+        if not result.get("skipped"):
+            record_ran(cfg, "04", f"sft:{OUT_MODEL}", ran_info(result))
         return {**result, "t2_examples": len(examples), "replay_t1_examples": len(replay)}
     msg = f"T2 is empty: no problem passed the β1/β2 rules with a teacher solution; S2 is a copy of S1 ({base})"
     log.warning(msg)

@@ -268,6 +268,24 @@ def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: boo
     return AutoModelForCausalLM.from_pretrained(str(base_model), **kwargs)
 
 
+def quantization_summary(model: Any) -> dict[str, Any] | None:
+    """How the model being trained is quantised (bitsandbytes 4-bit layers, their type), None when not."""
+    layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    if not layers:
+        return None
+    state = getattr(layers[0].weight, "quant_state", None)
+    return {"linear4bit_layers": len(layers), "quant_type": getattr(layers[0].weight, "quant_type", None),
+            "double_quant": bool(getattr(state, "nested", False)),
+            "compute_dtype": str(getattr(layers[0], "compute_dtype", None)).removeprefix("torch.")}
+
+
+def ran_info(summary: dict[str, Any]) -> dict[str, Any]:
+    """An SFT run's line in the run's ledger (``artifacts.record_ran``)."""
+    keys = ("method", "recipe", "base_model", "model_dir", "kept", "dropped", "steps", "tokens", "loss_tokens",
+            "seconds", "device", "bf16", "quantization", "tokenizer_class", "tokenizer_size", "peak_gpu_gb")
+    return {"backend": f"sft-{summary.get('method')}", **{k: summary.get(k) for k in keys}}
+
+
 def lora_config(sft: SFTConfig) -> Any:
     from peft import LoraConfig
 
@@ -423,6 +441,7 @@ def train_sft(
     rows, stats = tokenize_examples(examples, tokenizer, sft, progress=progress and main)
     log.info("SFT data: %s", stats)
     model = load_model(base_model, sft, device=device, bf16=bf16, args=args)
+    quantization = quantization_summary(model)
     lines = progress and progress_lines.mode() == "lines"
     trainer = build_trainer(model, tokenizer, rows, args, sft, callbacks=[progress_callback(desc)] if lines else None)
 
@@ -457,6 +476,7 @@ def train_sft(
         "device": device, "bf16": bf16, "hash": run_hash, "skipped": False, "recipe": sft.recipe,
         "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "global_batch": sft.per_device_train_batch_size * sft.gradient_accumulation_steps * args.world_size,
+        "quantization": quantization, "tokenizer_class": type(tokenizer).__name__, "tokenizer_size": len(tokenizer),
     }
     if main:
         if sft.method != "full":

@@ -50,3 +50,11 @@ def prepare_student(cfg: RunConfig) -> dict[str, Any]:
     meta = read_build_meta(out) or {}
     return {"student": "tiny", "path": str(out), "seconds": round(time.time() - start, 1),
             **{k: meta[k] for k in ("n_params", "vocab_size", "hash") if k in meta}}
+
+
+def tokenizer_info(tokenizer: Any) -> dict[str, Any]:
+    """Which tokenizer counted budgets or made masks, for the run's ledger (``artifacts.record_ran``)."""
+    if tokenizer is None:
+        return {"tokenizer": None}
+    return {"tokenizer": str(getattr(tokenizer, "name_or_path", "")), "tokenizer_class": type(tokenizer).__name__,
+            "tokenizer_size": len(tokenizer)}

@@ -30,6 +30,7 @@ from dualdistill import formatting
 from dualdistill.artifacts import (
     RunPaths,
     model_path,
+    record_ran,
     require,
     stage0_records,
     t1_examples,
@@ -38,7 +39,7 @@ from dualdistill.artifacts import (
 from dualdistill.config import RunConfig
 from dualdistill.entry import stage
 from dualdistill.records import TrainingExample
-from dualdistill.sft import train_sft
+from dualdistill.sft import ran_info, train_sft
 from dualdistill.store import record_key
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                            model_dir=paths.model(job["name"]), resume=True, device=cfg.device, progress=progress,
                            desc=f"SFT {job['name']}")
         models[job["name"]] = {"data": str(job["data"]), **result}
+        if not result.get("skipped"):
+            record_ran(cfg, "03", f"sft:{job['name']}", ran_info(result))
     cfg.save(paths.root / "checkpoints" / "config.yaml")
     return {"models": models, "model_dirs": {n: model_path(cfg, n) for n in ["S0", *models]}}
 

@@ -45,7 +45,7 @@ from typing import Any
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dualdistill import formatting, progress
-from dualdistill.artifacts import RunPaths, rollout_hash, teacher_records
+from dualdistill.artifacts import RunPaths, record_ran, rollout_hash, teacher_records
 from dualdistill.config import DataSource, RunConfig
 from dualdistill.entry import stage
 from dualdistill.grading import grade
@@ -55,7 +55,7 @@ from dualdistill.problem import Problem
 from dualdistill.records import TeacherRecord
 from dualdistill.sandbox import SandboxPool
 from dualdistill.store import JsonlStore, record_key
-from dualdistill.student import load_student_tokenizer, prepare_student
+from dualdistill.student import load_student_tokenizer, prepare_student, tokenizer_info
 from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
 from dualdistill.trajectory import Trajectory
 
@@ -118,8 +118,10 @@ class _Runner:
     """Runs jobs through the tool loop per teacher and appends one record per trajectory."""
 
     def __init__(self, cfg: RunConfig, store: JsonlStore, *, chash: str, retries: int, backoff: float,
-                 bar: Any, tokenizer: Any) -> None:
+                 bar: Any, tokenizer: Any, ledger_role: str = "teacher") -> None:
         self.cfg, self.store, self.chash = cfg, store, chash
+        self.ledger_role = ledger_role
+        self.counts: dict[str, int] = defaultdict(int)  # trajectories recorded per teacher
         self.retries, self.backoff, self.bar = retries, backoff, bar
         self.tokenizer = tokenizer
         self.policies: dict[str, Policy] = {}
@@ -139,8 +141,12 @@ class _Runner:
         return self.pool
 
     def close(self) -> None:
-        for p in self.policies.values():
-            p.close()
+        for teacher, p in self.policies.items():
+            try:  # the run's ledger: which backend played this teacher, on which tokenizer
+                record_ran(self.cfg, "01", f"{self.ledger_role}:{teacher}",
+                           {**p.describe(), "trajectories": self.counts[teacher], **tokenizer_info(self.tokenizer)})
+            finally:
+                p.close()
         if self.pool is not None:
             self.pool.close()
         self.bar.close()
@@ -152,6 +158,7 @@ class _Runner:
                             trajectory=traj.to_dict() if traj is not None else None, correct=correct,
                             config_hash=self.chash).to_dict()
         self.store.append(rec)
+        self.counts[job.teacher] += 1
         if status == "ok":
             self.n_ok += 1
         else:
@@ -313,7 +320,7 @@ def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: in
             jobs.append(_Job(k, item, "text", "first"))
     runner = _Runner(cfg, store, chash=chash, retries=retries, backoff=backoff,
                      bar=progress_bar(len(jobs), "stage-0 traces", progress),
-                     tokenizer=load_student_tokenizer(cfg, local_only=True))
+                     tokenizer=load_student_tokenizer(cfg, local_only=True), ledger_role="stage0")
     t0 = time.perf_counter()
     try:
         for chunk in _chunks(jobs, chunk_size):

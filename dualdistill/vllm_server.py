@@ -19,35 +19,25 @@ server's output goes to a log file whose tail is quoted in every start-up error.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from dualdistill.server_process import REPO_ROOT, ServerError, ServerProcess, free_port
+
+__all__ = ["DEFAULT_PYTHON", "VLLMServer", "VLLMServerError", "engine_flags", "free_port", "gpu_available",
+           "resolve_python"]
+
 DEFAULT_PYTHON = ".venv-vllm/bin/python"
 SETUP_HINT = "create it with scripts/setup_vllm_cpu.sh (CPU) or pip install 'dualdistill[gpu]' (GPU)"
 
 
-class VLLMServerError(RuntimeError):
+class VLLMServerError(ServerError):
     """The vLLM server could not be started (missing interpreter, bad model dir, crash, timeout)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def gpu_available() -> bool:
@@ -72,12 +62,40 @@ def resolve_python(python: str | Path) -> Path:
     return p if p.exists() else REPO_ROOT / p
 
 
-class VLLMServer:
+def engine_flags(engine: dict[str, Any]) -> list[str]:
+    """vLLM engine arguments (``AsyncEngineArgs`` field names, as in-process vLLM takes them) as the
+    server's command-line flags: ``max_num_seqs: 8`` → ``--max-num-seqs 8``; ``true`` → the bare flag,
+    ``false`` → ``--no-FLAG``; a list → the flag followed by its items; a dict → its JSON; ``null`` → left out."""
+    flags: list[str] = []
+    for key, value in engine.items():
+        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"engine argument {key!r} is not a field name")
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *(str(v) for v in value)]
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+class VLLMServer(ServerProcess):
     """A vLLM OpenAI-compatible server serving ``model_dir`` on ``host:port`` (a context manager).
 
-    ``extra_args`` are appended to the server's command line (e.g. ``["--enforce-eager"]``);
-    ``env`` adds environment variables. ``startup_timeout`` bounds the wait for ``/v1/models``.
+    ``extra_args`` are appended to the server's command line (e.g. ``["--enforce-eager"]``, or
+    :func:`engine_flags` of engine arguments); ``env`` adds environment variables. ``startup_timeout``
+    bounds the wait for ``/v1/models`` to list the model.
     """
+
+    label = "vLLM server"
+    error = VLLMServerError
 
     def __init__(
         self,
@@ -93,30 +111,14 @@ class VLLMServer:
         startup_timeout: float = 300.0,
         log_path: str | Path | None = None,
     ) -> None:
+        super().__init__(host=host, port=port, ready_path="/v1/models", env=env, startup_timeout=startup_timeout,
+                         log_path=log_path)
         self.model_dir = Path(model_dir)
-        self.host = host
-        self.port = port
         self.python = resolve_python(python)
         self.gpu = gpu_available()
         self.dtype = dtype or ("auto" if self.gpu else "float32")
         self.extra_args = list(extra_args)
-        self.env = dict(env or {})
         self.served_model_name = served_model_name
-        self.startup_timeout = startup_timeout
-        self.log_path = Path(log_path) if log_path else None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.startup_seconds: float | None = None
-        self._log_file = None
-
-    # --- addresses ---------------------------------------------------------------------------
-    @property
-    def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL (``.../v1``) for :class:`~dualdistill.backends.openai_api.OpenAIPolicy`."""
-        return f"{self.root_url}/v1"
 
     @property
     def model(self) -> str:
@@ -133,120 +135,31 @@ class VLLMServer:
             cmd += ["--served-model-name", self.served_model_name]
         return cmd + self.extra_args
 
-    # --- life cycle --------------------------------------------------------------------------
-    def start(self) -> VLLMServer:
-        """Start the server and wait until ``/v1/models`` lists the model; raise
-        :class:`VLLMServerError` (with the log tail) when it exits or does not come up in time."""
-        if self.proc is not None:
-            raise VLLMServerError("server already started")
+    def preflight(self) -> None:
         if not self.python.exists():
             raise VLLMServerError(f"vLLM interpreter not found: {self.python}; {SETUP_HINT}")
-        if not (self.model_dir / "config.json").is_file():
+        local = self.model_dir.is_absolute() or self.model_dir.exists() or str(self.model_dir).startswith(".")
+        if local and not (self.model_dir / "config.json").is_file():  # else a hub id: vLLM downloads it
             raise VLLMServerError(f"model dir {self.model_dir} has no config.json")
-        if self.port is None:
-            self.port = free_port(self.host)
-        if self.log_path is None:
-            self.log_path = Path(tempfile.mkdtemp(prefix="vllm-server-")) / "server.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
+
+    def child_env(self) -> dict[str, str]:
+        env = super().child_env()
         if not self.gpu:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
-            cwd=str(REPO_ROOT), start_new_session=True,
-        )
-        atexit.register(self.stop)
-        try:
-            self._wait_ready(t0)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - t0
-        return self
+        return env
 
-    def _wait_ready(self, t0: float) -> None:
-        assert self.proc is not None
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise VLLMServerError(
-                    f"vLLM server exited with code {code} during start-up (log: {self.log_path}):\n{self.log_tail()}"
-                )
-            if self._models_ready():
-                return
-            if time.monotonic() - t0 > self.startup_timeout:
-                raise VLLMServerError(
-                    f"vLLM server did not answer {self.base_url}/models within {self.startup_timeout:.0f} s "
-                    f"(log: {self.log_path}):\n{self.log_tail()}"
-                )
-            time.sleep(0.5)
+    def ready(self) -> bool:
+        data = self.get_json("/v1/models", timeout=2)
+        return isinstance(data, dict) and any(m.get("id") == self.model for m in data.get("data", []))
 
-    def _models_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
-                data = json.loads(resp.read())
-        except (OSError, ValueError, urllib.error.URLError):
-            return False
-        return any(m.get("id") == self.model for m in data.get("data", []))
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, grace: float = 20.0) -> None:
-        """End the server's whole process group (idempotent)."""
-        proc, self.proc = self.proc, None
-        atexit.unregister(self.stop)
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    pass
-            # workers share the group: end any that outlived the API server, and wait until the
-            # whole group is gone (so no process of this server is left when stop() returns)
-            self._signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            deadline = time.monotonic() + 15
-            while self._group_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)  # the group id is the server's pid (start_new_session)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    @staticmethod
-    def _group_alive(pgid: int) -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "<no log>"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+    def version(self) -> str | None:
+        """The running server's vLLM version (``GET /version``)."""
+        data = self.get_json("/version")
+        return data.get("version") if isinstance(data, dict) else None
 
     def __enter__(self) -> VLLMServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.start()
+        return self
 
 
 def main(argv: list[str] | None = None) -> None:

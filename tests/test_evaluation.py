@@ -227,6 +227,24 @@ def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
     assert again["n_new"] == 16 and again["accuracy"] == out["accuracy"]
 
 
+def test_a_model_with_every_sample_recorded_builds_no_policy(tmp_path, shared_data, aime, monkeypatch):
+    """A rerun starts no engine or server for a model it has nothing to sample for (vllm-server: ~30 s
+    per model on a CPU), and the run's ledger keeps the entry of the run that sampled."""
+    from dualdistill.artifacts import what_ran
+
+    replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
+    cfg = stage_cfg(tmp_path, shared_data, [{"name": "replayer", "policy": replay, "tools": False}], limit=2)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"test": cfg.data.test[:1]})})
+    built = []
+    real = evaluation.build_model_policy
+    monkeypatch.setattr(evaluation, "build_model_policy", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    assert evaluation.run(cfg, progress=False)["n_new"] == 8 and built == [1]
+    [entry] = what_ran(cfg)
+    assert (entry["role"], entry["backend"], entry["trajectories"]) == ("eval:replayer", "replay", 8)
+    assert evaluation.run(cfg, progress=False)["n_new"] == 0 and built == [1]  # nothing missing: nothing built
+    assert what_ran(cfg) == [entry]
+
+
 def test_missing_checkpoints_name_model_and_stage(tmp_path, shared_data):
     cfg = stage_cfg(tmp_path, shared_data, ["S1", "S2", "text_only"])
     cfg = cfg.model_copy(update={"baselines": {"text_only": "text"}})

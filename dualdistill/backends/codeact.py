@@ -289,6 +289,13 @@ class CodeActPolicy(Policy):
     def count_tokens(self, text: str) -> int:
         return self.chat_model.count_tokens(text)
 
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        describe = getattr(self.chat_model, "describe", None)
+        if describe is not None:
+            out["chat"] = describe()
+        return out
+
     def close(self) -> None:
         close = getattr(self.chat_model, "close", None)
         if close is not None:

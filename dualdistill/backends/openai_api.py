@@ -430,6 +430,14 @@ class OpenAIPolicy(Policy):
 
         return self._run(run_all())
 
+    def describe(self) -> dict[str, Any]:
+        out = {**super().describe(), "base_url": self.base_url, "api": self.cfg.api}
+        if self.model:
+            out["model"] = self.model
+        if self._server != "auto":
+            out["server"] = self._server
+        return out
+
     # --- tokens --------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         """Via the given HF tokenizer, else the server's ``/tokenize`` (vLLM), else ~len/4 (warned once)."""

@@ -94,6 +94,10 @@ class ReplayPolicy(Policy):
                     if isinstance(rec.get(key), str):
                         self.by_text[rec[key].strip()] = rec
 
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "fields": list(self.fields),
+                "source": self.cfg.replay_path or "Problem.meta (e.g. joined from a DeepMath-103K-schema dataset)"}
+
     # --- tokens -----------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is not None:

@@ -150,6 +150,10 @@ class VLLMPolicy(Policy):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": dict(self.engine_args),
+                "vllm_version": getattr(self._vllm, "__version__", None)}
+
     def close(self) -> None:
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None and hasattr(engine, "shutdown"):
