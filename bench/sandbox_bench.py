@@ -14,10 +14,11 @@ timed three ways, mean latency per call:
   (counted); without ``--reference`` this column is left out;
 - sandbox: ``PythonSandbox`` with every limit on (namespaces when root), one per trajectory,
   start-up and close included in the mean;
-- pool: ``SandboxPool`` reuse: ``reset()`` starts the next worker in the background, so a
-  trajectory only waits for it if it comes back sooner than a start-up takes (1 s of "generation"
-  separates trajectories here); with ``preload=("numpy", "sympy")`` the idle worker also imports
-  those before the first call.
+- pool: ``SandboxPool`` as the tool loop uses it: each trajectory gets a fresh namespace in a
+  long-lived worker (``run(owner, code)``, ``release(owner)`` drops it), so no process is started per
+  trajectory (1 s of "generation" separates trajectories here); with ``preload=("numpy", "sympy")``
+  the worker imports those when it starts, and a module imported once stays imported for the next
+  trajectories' namespaces.
 
 Two variants: ``stdlib`` (the cells above) and ``sympy`` (the same with ``import sympy`` in the
 first call, as model code often does: a heavy import is paid once by the sandbox, on every call by
@@ -197,7 +198,7 @@ def main() -> None:
         print(f"  sandbox (start-up + close included)    {r['sandbox_ms_per_call']:8.2f} ms/call{lower(r['speedup'])}")
         print(f"    first call incl. start-up            {r['sandbox_first_call_ms']:8.2f} ms")
         print(f"    later calls                          {r['sandbox_later_call_ms']:8.3f} ms/call")
-        print(f"  pool (reset between trajectories)      {r['pool_ms_per_call']:8.2f} ms/call{lower(r['speedup_pool'])}")
+        print(f"  pool (a namespace per trajectory)    {r['pool_ms_per_call']:8.2f} ms/call{lower(r['speedup_pool'])}")
         print(f"  pool, preload=(numpy, sympy)           {r['pool_preload_ms_per_call']:8.2f} ms/call"
               f"{lower(r['speedup_pool_preload'])}")
     if args.json:
