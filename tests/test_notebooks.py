@@ -64,8 +64,10 @@ def test_output_stripping_filter_is_declared_and_installed_by_setup():
 
 
 def test_make_lab_opens_the_repository_root_and_allows_root():
-    done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "lab", "PARAMS=params/smoke.yaml"], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+    # under `make test` the parent make's MAKELEVEL/MAKEFLAGS would add "Entering directory" lines
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "lab",
+                           "PARAMS=params/smoke.yaml"], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     command = done.stdout.strip().splitlines()[-1]
     assert command.startswith("DUALDISTILL_PARAMS=params/smoke.yaml ") and " lab " in command
     assert f'--ServerApp.root_dir="{REPO}"' in command
