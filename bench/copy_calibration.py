@@ -9,6 +9,11 @@ the count N = 10^(10^E) + r). This trains the tiny base on the bare skill — in
 steps and the held-out accuracy per family. A copy circuit shows as a sudden drop of the loss from the
 chance plateau (~0.14 here); if it never comes, the learning rate or the step budget of the demo's
 SFT sections is wrong for this model size.
+
+``--mix`` adds as many *either* problems (two 15-digit numbers that differ in the last digit) with a
+trace of their own, to see whether a second copying task helps or hinders the first: ``either-text``
+("The larger ends in d.", the text argument's read), ``either-code`` (the agent's one-line program,
+``print(A - B)``: both numbers copied in full; held-out: the share of programs holding both exactly).
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from dualdistill.formatting import Segment  # noqa: E402
 from dualdistill.grading import grade  # noqa: E402
 from dualdistill.sft import train_sft  # noqa: E402
 from dualdistill.world import generate_split, tokenizer_corpus  # noqa: E402
+from dualdistill.world.families import NearPair, family_names  # noqa: E402
+from dualdistill.world.teachers import agent_program  # noqa: E402
 
 INSIGHT = ["round_table", "repeating_decimal", "take_away"]
+EITHER = family_names("either")
 
 
 def last_digit(problem) -> int:
@@ -37,16 +45,25 @@ def last_digit(problem) -> int:
     return problem.meta["r"] % 10
 
 
-def example(problem, style: str) -> dict:
-    d = last_digit(problem)
-    segments = [Segment("think", f"Only the last digit of the count matters: it is {d}."),
-                Segment("answer", formatting.answer_text(str(d)))]
+def either_segments(problem, mix: str) -> list[Segment]:
+    if mix == "either-text":
+        d = problem.meta["d"]
+        return [Segment("think", f"The larger ends in {d}."), Segment("answer", formatting.answer_text(problem.answer))]
+    prog = agent_program(problem, random.Random(0), typo_prob=0.0)
+    return [Segment("think", prog.think), Segment("code", prog.code)]
+
+
+def example(problem, style: str, mix: str = "none") -> dict:
+    d = last_digit(problem) if problem.subset == "insight" else None
+    segments = either_segments(problem, mix) if problem.subset == "either" else [
+        Segment("think", f"Only the last digit of the count matters: it is {d}."),
+        Segment("answer", formatting.answer_text(str(d)))]
     return {"key": problem.id, "problem_id": problem.id, "prompt": formatting.build_prompt(problem.problem, code=True, style=style),
             "segments": [s.to_dict() for s in segments], "mask_until_first_transition": False, "first": "text",
             "source": "calibration"}
 
 
-def held_out_accuracy(model_dir: Path, problems: list, style: str) -> dict[str, float]:
+def held_out_accuracy(model_dir: Path, problems: list, style: str, mix: str = "none") -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -55,11 +72,16 @@ def held_out_accuracy(model_dir: Path, problems: list, style: str) -> dict[str, 
     enc = tok([formatting.build_prompt(p.problem, code=True, style=style) for p in problems], return_tensors="pt",
               padding=True, add_special_tokens=False)
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
+        out = model.generate(**enc, max_new_tokens=60, do_sample=False, pad_token_id=tok.pad_token_id)
     hits: dict[str, list[bool]] = defaultdict(list)
     for p, ids in zip(problems, out, strict=True):
         text = tok.decode(ids[enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        hits[p.family].append(grade(text, str(last_digit(p))))
+        if p.subset == "insight":
+            hits[p.family].append(grade(text, str(last_digit(p))))
+        elif mix == "either-code":
+            hits[p.family + " (both copied)"].append(all(str(x) in text for x in NearPair.pair(p.meta)))
+        else:
+            hits[p.family].append(grade(text, p.answer))
     return {f: sum(v) / len(v) for f, v in hits.items()}
 
 
@@ -70,6 +92,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--per-family", type=int, default=1000, help="training problems per family (stage0 + train splits)")
+    ap.add_argument("--mix", default="none", choices=["none", "either-text", "either-code"],
+                    help="add either problems with this trace (module docstring)")
     args = ap.parse_args()
 
     cfg = load_config(args.params)
@@ -80,9 +104,10 @@ def main() -> None:
         from dualdistill.tiny import build_tiny
 
         base = build_tiny(cfg.student.tiny or TinyModelConfig(), work / "base", tokenizer_corpus(cfg.world))
-    n = args.per_family * len(INSIGHT)
-    problems = generate_split("stage0", n=n, families=INSIGHT) + generate_split("train", n=n, families=INSIGHT)
-    train = [example(p, style) for p in problems]
+    families = INSIGHT + (EITHER if args.mix != "none" else [])
+    n = args.per_family * len(families)
+    problems = generate_split("stage0", n=n, families=families) + generate_split("train", n=n, families=families)
+    train = [example(p, style, args.mix) for p in problems]
     random.Random(0).shuffle(train)
     sft = SFTConfig(method="full", learning_rate=args.lr, lr_scheduler_type="cosine", warmup_ratio=0.05,
                     max_steps=args.steps, per_device_train_batch_size=8, max_length=768, gradient_checkpointing=False,
@@ -93,8 +118,8 @@ def main() -> None:
     for line in (work / "run" / "loss.csv").read_text().splitlines()[1:]:
         step, _, loss = line.split(",")[:3]
         print(f"  step {step:>5}  loss {float(loss):.3f}")
-    test = generate_split("test", n=40 * len(INSIGHT), families=INSIGHT)
-    for family, acc in held_out_accuracy(work / "model", test, style).items():
+    test = generate_split("test", n=40 * len(families), families=families)
+    for family, acc in held_out_accuracy(work / "model", test, style, args.mix).items():
         print(f"held-out last-digit accuracy  {family:<18} {acc:.2f}")
 
 

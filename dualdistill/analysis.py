@@ -14,7 +14,11 @@ and writes ``plots/*.png`` and ``report/results.md``:
 - the composition case distribution of T1 (stage 02's examples: ``case``, ``first``, ``subset``);
 - the ḡ histogram of self-distillation and a β1/β2 sweep of how many T2 examples each setting
   selects, from stage 04's current samples (``artifacts.self_distill_samples``) with the rule of
-  ``dualdistill.selection`` — the same ḡ values stage 04 used.
+  ``dualdistill.selection`` — the same ḡ values stage 04 used;
+- the paired differences of stage 05 (S2 − S1, S1 − each other model, per subset, with the standard
+  error of the per-problem differences), printed and in the report;
+- when ``dualdistill sweep`` has run: S2's measured accuracy and tool use per subset against the
+  swept fields, beside T2's size (``sweep.plot_sweep``, ``plots/sweep.png``), and the sweep's table.
 
 A missing input (no self-distillation samples yet, ...) skips its figure with a printed note.
 Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figure.
@@ -22,7 +26,6 @@ Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figu
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -38,9 +41,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from dualdistill.artifacts import MissingStageError, RunPaths, eval_rows, self_distill_samples  # noqa: E402
+from dualdistill.artifacts import (  # noqa: E402
+    MissingStageError,
+    RunPaths,
+    eval_paired,
+    eval_rows,
+    self_distill_samples,
+    sweep_rows,
+)
 from dualdistill.config import RunConfig  # noqa: E402
 from dualdistill.entry import stage  # noqa: E402
+from dualdistill.figures import save_figure  # noqa: E402
 from dualdistill.metrics import FAMILY_PREFIX  # noqa: E402
 from dualdistill.selection import (  # noqa: E402
     gbar_by_problem,
@@ -50,9 +61,11 @@ from dualdistill.selection import (  # noqa: E402
     selection_sweep,
 )
 from dualdistill.store import read_json, read_jsonl, write_atomic  # noqa: E402
+from dualdistill.sweep import plot_sweep, sweep_table  # noqa: E402
 from dualdistill.tables import (  # noqa: E402
     disagreement_table,
     frame_markdown,
+    paired_table_markdown,
     paper_table_markdown,
     results_table,
     summary_frame,
@@ -63,15 +76,6 @@ BETA_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # β values of the swee
 
 
 # --- figures -------------------------------------------------------------------------------------
-def _save(fig: plt.Figure, path: str | Path) -> plt.Figure:
-    """Save ``fig`` as PNG; an unchanged figure leaves its file alone (its time says when it changed)."""
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_atomic(path, buf.getvalue())
-    return fig
-
-
 def _rows_frame(rows: list[dict[str, Any]], subset: str = "all") -> pd.DataFrame:
     df = summary_frame(rows)
     if df.empty:
@@ -91,7 +95,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
         ax.set_title(f"budget {bud}")
         ax.set_ylim(0, 1)
         ax.set_ylabel("accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tool_use(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
@@ -111,7 +115,7 @@ def plot_tool_use(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
         ax.set_ylim(0, 1)
         ax.set_title(f"tool use by {by} (budget {budget})")
         ax.tick_params(axis="x", labelrotation=30)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tokens_vs_accuracy(rows: list[dict[str, Any]], path: str | Path) -> plt.Figure:
@@ -136,7 +140,7 @@ def plot_tokens_vs_accuracy(rows: list[dict[str, Any]], path: str | Path) -> plt
         ax.set_xlabel("mean tokens per sample")
         ax.set_title(bench + ("" if len(budgets) > 1 else f" · budget {budgets[0]}"))
     sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_composition(examples: list[dict[str, Any]], path: str | Path) -> plt.Figure:
@@ -159,7 +163,7 @@ def plot_composition(examples: list[dict[str, Any]], path: str | Path) -> plt.Fi
     axes[1].set_title("T1 cases by subset")
     for ax, title in zip(axes, ("first teacher", "case"), strict=True):  # legends beside the bars, not on them
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gbar_hist(gbar: Sequence[float], path: str | Path, *, k: int | None = None) -> plt.Figure:
@@ -171,7 +175,7 @@ def plot_gbar_hist(gbar: Sequence[float], path: str | Path, *, k: int | None = N
     sns.histplot(x=list(gbar), bins=np.linspace(-0.5 / k, 1 + 0.5 / k, k + 2), ax=ax)
     ax.set_xlabel("ḡ (mean correctness of S1's samples)")
     ax.set_ylabel("problems")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_selection_sweep(
@@ -210,7 +214,7 @@ def plot_selection_sweep(
     axes[1].set_xlabel("β")
     axes[1].set_ylabel("problems")
     axes[1].legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- stage -------------------------------------------------------------------------------------------
@@ -272,6 +276,19 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             metrics.setdefault("score_disagreement", {})[key] = r.get("score_disagreement")
             metrics.setdefault("tool_use_rate", {})[key] = r["tool_use_rate"]
 
+    paired = eval_paired(cfg) if rows else []
+    for r in paired:
+        if r["metric"] == "accuracy" and r["delta"] is not None:
+            key = f"{r['model']}-{r['against']}/{r['benchmark']}/{r['budget']}/{r['subset']}"
+            metrics.setdefault("paired", {})[key] = {"delta": r["delta"], "se": r["se"], "n_problems": r["n_problems"]}
+            if r["subset"] == "all":
+                print(f"[analysis] {r['model']} − {r['against']} ({r['benchmark']}, {r['budget']}): "
+                      f"{100 * r['delta']:+.1f} ± {100 * r['se']:.1f} points (standard error of the per-problem "
+                      f"differences, {r['n_problems']} problems)")
+    swept = sweep_rows(cfg)
+    if swept:  # optional: a sweep is not a stage, so none is not a skipped figure
+        make("sweep", None, plot_sweep, swept)
+
     examples = read_jsonl(paths.t1) if paths.t1.is_file() else []
     make("composition", None if examples else f"no T1 examples at {paths.t1} (run stage 02)",
          plot_composition, examples)
@@ -303,15 +320,24 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
           "## Strict vs official-comparable (%)", "",
           "`disagreement`: the share of samples whose two verdicts differ.", "",
           frame_markdown(disagreement),
+          "", "## Paired differences (points, ± standard error)", "",
+          "Model minus the model it is compared with, on the problems both answered: per problem the mean over its "
+          "samples, then the mean of the per-problem differences; ± is the standard error of that mean (sample "
+          "standard deviation of the differences / √n, problems as the sampling unit).", "",
+          paired_table_markdown(paired), "", paired_table_markdown(paired, "tool_use_rate"),
           "", "## Paper (arXiv 2507.05707, 5 samples, S/L; official compute_score)", "", paper_table_markdown(),
           "## Figures", ""]
     md += [f"![{n}](../plots/{Path(p).name})" for n, p in plots.items()]
     md += [f"- {n}: skipped ({why})" for n, why in skipped.items()]
+    if swept:
+        md += ["", "## Sweep (S2 per point; S1 and its samples reused)", "", sweep_table(swept)]
     if "selection" in metrics:
         md += ["", f"## Self-distillation selection (β1={b1}, β2={b2})", "", json.dumps(metrics["selection"])]
     results_md = write_atomic(paths.report / "results.md", "\n".join(md) + "\n")
     return {"plots": plots, "skipped": skipped, "results_md": str(results_md), "table": table_markdown(table),
-            "official_table": table_markdown(official_table), "metrics": metrics}
+            "official_table": table_markdown(official_table), "paired_table": paired_table_markdown(paired),
+            "paired_tool_table": paired_table_markdown(paired, "tool_use_rate"),
+            "sweep_table": sweep_table(swept) if swept else None, "metrics": metrics}
 
 
 def show_figure(result: dict[str, Any], name: str) -> Any:

@@ -157,6 +157,15 @@ class RunPaths:
         """What ran: one line per policy a stage built and per SFT run (:func:`record_ran`)."""
         return self.root / "report" / "ran.jsonl"
 
+    @property
+    def sweep(self) -> Path:
+        """``dualdistill sweep``: one run directory per grid point, ``results.jsonl``, the plot."""
+        return self.root / "sweep"
+
+    @property
+    def sweep_results(self) -> Path:
+        return self.root / "sweep" / "results.jsonl"
+
 
 # --- identities: which config fields make an artefact -----------------------------------------------
 def _pick(data: dict[str, Any], dotted: str) -> Any:
@@ -194,6 +203,16 @@ def composition_hash(cfg: RunConfig) -> str:
     return config_hash(cfg, "composition", "baselines", "student.prompt_style")
 
 
+S1_FIELDS = ("world", "data.train", "teachers", "student", "composition", "sft")
+S1_EXCLUDE = ("student.backend", "student.batch_size", "student.extra")
+
+
+def s1_hash(cfg: RunConfig) -> str:
+    """What made S1 (stages 01-03): the world, training data, teachers, student, composition and SFT —
+    not how it is sampled. A β sweep reuses S1 only between configs with the same hash."""
+    return config_hash(cfg, *S1_FIELDS, exclude=S1_EXCLUDE)
+
+
 def samples_hash(cfg: RunConfig) -> str:
     """Self-distillation samples (stage 04): everything that made S1 plus how it is sampled — the
     sampling settings and the backend (engines differ in numerics and defaults). K, max_problems, β1,
@@ -201,10 +220,9 @@ def samples_hash(cfg: RunConfig) -> str:
     so are runtime knobs (batch size, in-flight window, engine arguments)."""
     sd = cfg.self_distill
     backend = sd.policy.backend if sd.policy is not None else cfg.student.backend
-    fields = config_hash(cfg, "world", "data.train", "teachers", "student", "composition", "sft",
-                         "self_distill.temperature", "self_distill.top_p", "self_distill.top_k", "self_distill.budget",
-                         "self_distill.max_code_calls", "self_distill.seed", "sandbox.timeout",
-                         exclude=("student.backend", "student.batch_size", "student.extra"))
+    fields = config_hash(cfg, *S1_FIELDS, "self_distill.temperature", "self_distill.top_p", "self_distill.top_k",
+                         "self_distill.budget", "self_distill.max_code_calls", "self_distill.seed", "sandbox.timeout",
+                         exclude=S1_EXCLUDE)
     return stable_hash([fields, backend])
 
 
@@ -313,6 +331,12 @@ def eval_records(cfg: RunConfig, models: list[str] | None = None) -> list[dict[s
     return [rec for f in files if f.is_file() for rec in read_jsonl(f)]
 
 
+def eval_paired(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Stage 05's paired differences (``report/summary.json``, key ``paired``; [] before they existed)."""
+    data = read_json(require("05", RunPaths.of(cfg).summary, "the evaluation summary"))
+    return list(data.get("paired") or []) if isinstance(data, dict) else []
+
+
 def eval_rows(cfg: RunConfig) -> list[dict[str, Any]]:
     """Stage 05's metric rows (``report/summary.json``, key ``eval``)."""
     path = require("05", RunPaths.of(cfg).summary, "the evaluation summary")
@@ -320,6 +344,14 @@ def eval_rows(cfg: RunConfig) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or not isinstance(data.get("eval"), list):
         raise ValueError(f"{path}: expected an object with an 'eval' list")
     return data["eval"]
+
+
+def sweep_rows(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The rows of ``dualdistill sweep`` (one per grid point, the latest of each); [] without a sweep."""
+    path = RunPaths.of(cfg).sweep_results
+    if not path.is_file():
+        return []
+    return list(JsonlStore(path).latest().values())
 
 
 # --- stage metrics ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     dualdistill run params/demo.yaml [--from 03] [--only 05 06] [--set eval.samples=1] [--quiet]
     dualdistill rollouts|compose|distill|self-distill|evaluate|analyze params/X.yaml [--set k=v ...]
+    dualdistill sweep params/X.yaml --grid self_distill.beta1=0,0.5 self_distill.beta2=0.5,0.9,1.0 [--set k=v ...]
     dualdistill prepare-student params/X.yaml
     dualdistill push params/X.yaml --model S1 --repo-id you/agentic-r1-tiny [--dataset t1]
 
@@ -41,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     for s in STAGES:
         entry.add_stage_arguments(sub.add_parser(s.verb, help=f"stage {s.number}: {s.title}"))
+    sweep = sub.add_parser("sweep", help="stages 04 -> 05 for every point of a grid (e.g. beta1 x beta2), reusing S1 "
+                           "and its samples; one run per point under outputs/<run>/sweep/")
+    sweep.add_argument("params")
+    sweep.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                       help="a field and its values (read as YAML), e.g. self_distill.beta2=0.5,0.9,1.0")
+    sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override params fields (every point)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     prep = sub.add_parser("prepare-student", help="build (or reuse) the tiny student of the embedded default")
     prep.add_argument("params")
     prep.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
@@ -71,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             for r in results:
                 print(f"stage {r.stage}: {r.status} ({r.seconds:.0f} s) -> {r.notebook}")
+            return 0
+        if args.command == "sweep":
+            from dualdistill.sweep import parse_grid, run_sweep, sweep_table
+
+            try:
+                result = run_sweep(args.params, parse_grid(args.grid), overrides, progress=not args.quiet)
+            except (StageFailed, FileNotFoundError, FileExistsError) as err:  # MissingStageError: one line
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            print(sweep_table(result["rows"]))
+            print(f"results: {result['results']}\nplot: {result['plot']}")
             return 0
         cfg = load_config(args.params, overrides)
         if args.command == "prepare-student":

@@ -354,6 +354,8 @@ class EvalModel(Strict):
     name: str = Field(description="row name in the results, e.g. S0, S1, S2, text_only")
     policy: PolicyConfig | None = Field(None, description="default: the run's own checkpoint of that name")
     tools: bool = True
+    samples: int | None = Field(None, ge=1, description="samples per problem for this model (default eval.samples): "
+                                "e.g. more for the models a paired difference compares, fewer for the others")
 
 
 class EvalConfig(Strict):

@@ -36,7 +36,7 @@ from dualdistill.config import EvalModel, PolicyConfig, RunConfig, SandboxConfig
 from dualdistill.entry import stage
 from dualdistill.hashing import stable_hash
 from dualdistill.loaders import load_source
-from dualdistill.metrics import summarize
+from dualdistill.metrics import default_comparisons, paired_rows, summarize
 from dualdistill.policy import Policy
 from dualdistill.problem import Problem
 from dualdistill.sampling import (
@@ -209,7 +209,7 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
                     for budget_name, budget in ev.budgets.items():
                         evaluate_model(
                             policy, problems, model_name=m.name, benchmark=bench, budget_name=budget_name,
-                            budget=budget, samples=ev.samples, sampling=sampling, tools=m.tools,
+                            budget=budget, samples=m.samples or ev.samples, sampling=sampling, tools=m.tools,
                             max_code_calls=ev.max_code_calls, sandbox_pool=pool, store=store, progress=progress,
                             policy_config=pcfg, sandbox=cfg.sandbox, max_in_flight=ev.max_in_flight,
                             prompt_style=style,
@@ -227,6 +227,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             pool.close()
     summary = write_summary(cfg)
     rows = [r for r in summary["eval"] if r["subset"] == "all"]
+    paired = {f"{r['model']}-{r['against']}/{r['benchmark']}/{r['budget']}": {"delta": r["delta"], "se": r["se"]}
+              for r in summary["paired"] if r["subset"] == "all" and r["metric"] == "accuracy"}
     accuracy: dict[str, dict[str, dict[str, float | None]]] = {}
     for r in rows:
         accuracy.setdefault(r["model"], {}).setdefault(r["benchmark"], {})[r["budget"]] = r["accuracy"]
@@ -241,19 +243,24 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
         "summary": str(paths.summary),
         "accuracy": accuracy,
         "tool_use_rate": {f"{r['model']}/{r['benchmark']}/{r['budget']}": r["tool_use_rate"] for r in rows},
+        "paired_accuracy": paired,
     }
 
 
 # --- summary -------------------------------------------------------------------------------------
 def write_summary(cfg: RunConfig, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Recompute the ``"eval"`` rows of ``report/summary.json`` from the records and write them,
-    keeping every other top-level key. Returns the whole summary."""
+    """Recompute the ``"eval"`` rows of ``report/summary.json`` from the records and write them, with
+    the ``"paired"`` rows (S2 − S1 and S1 − every other model, per subset, with the standard error of
+    the per-problem differences: ``metrics.paired_rows``), keeping every other top-level key. Returns
+    the whole summary."""
     records = eval_records(cfg) if records is None else records
     path = RunPaths.of(cfg).summary
     data: dict[str, Any] = read_json(path) if Path(path).is_file() else {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level")
     data["eval"] = summarize(records)
+    models = list(dict.fromkeys(str(r.get("model")) for r in records))
+    data["paired"] = paired_rows(records, default_comparisons(models))
     write_json(path, data)
     return data
 

@@ -10,10 +10,11 @@ the params' values exactly (0.01, or 0.001 for a value such as 0.125), so the ex
 config's β1, β2 and its figure says so.
 
 Each figure below the sliders is a *panel*: a function ``(beta1, beta2) -> matplotlib Figure``,
-drawn to PNG whenever a slider moves. :func:`selection_panel` (the ḡ of every problem against the
-two thresholds, and the counts) is the one panel today. A β sweep — S2 trained and evaluated for
-several (β1, β2) — does not exist yet; when it does, its result at the chosen thresholds is one more
-panel: ``BetaExplorer(..., panels=[selection_panel(gbars, k), sweep_panel])``.
+drawn to PNG whenever a slider moves. :func:`selection_panel` draws the ḡ of every problem against
+the two thresholds, and the counts; :func:`sweep_panel`, when ``dualdistill sweep`` has run, what was
+*measured* at the swept point nearest the sliders — S2's accuracy and tool use per subset beside
+S1's, S2 − S1 with its standard error, T2's size:
+``BetaExplorer(..., panels=[selection_panel(gbars, k), sweep_panel(artifacts.sweep_rows(cfg))])``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,59 @@ def selection_panel(gbars: Mapping[str, float] | Sequence[float], k: int | None 
         right.set(ylabel="problems (T2 ≤: examples)", ylim=(0, max([*heights, 1]) * 1.2),
                   title=f"β1 = {beta1:g}, β2 = {beta2:g}" + ("  (β1 > β2: not a valid config)" if beta1 > beta2 else ""))
         right.tick_params(axis="x", labelsize=9)
+        fig.tight_layout()
+        return fig
+
+    return draw
+
+
+BETA_FIELDS = ("self_distill.beta1", "self_distill.beta2")
+
+
+def nearest_point(rows: Sequence[Mapping[str, Any]], beta1: float, beta2: float) -> Mapping[str, Any] | None:
+    """The swept point nearest (β1, β2) (Euclidean; a field the sweep kept fixed counts as the params'
+    value, i.e. distance 0); None without rows."""
+    def dist(row: Mapping[str, Any]) -> float:
+        vals = row["values"]
+        return sum((float(vals[f]) - v) ** 2 for f, v in zip(BETA_FIELDS, (beta1, beta2), strict=True) if f in vals)
+
+    return min(rows, key=dist) if rows else None
+
+
+def sweep_panel(rows: Sequence[Mapping[str, Any]]) -> Panel:
+    """The panel of a β sweep: at the swept point nearest the sliders, S2's accuracy and tool use per
+    subset beside S1's (bars; error bars on S2: the standard error of S2 − S1, paired by problem) and
+    the point's T2 in the title. It draws what was measured, not a prediction."""
+    rows = list(rows)
+
+    def draw(beta1: float, beta2: float) -> Figure:
+        fig = Figure(figsize=(10, 3.4), dpi=90)
+        left, right = fig.subplots(1, 2)
+        row = nearest_point(rows, beta1, beta2)
+        if row is None:
+            left.text(0.5, 0.5, "no sweep yet: dualdistill sweep PARAMS --grid ...", ha="center", va="center")
+            return fig
+        first = row["results"][0]
+        res = [r for r in row["results"] if (r["benchmark"], r["budget"]) == (first["benchmark"], first["budget"])]
+        names = [r["subset"] for r in res]
+        xs = range(len(res))
+        for ax, (s1, s2, err, what) in zip((left, right), (("s1_accuracy", "s2_accuracy", "se", "accuracy"),
+                                                          ("s1_tool_use", "s2_tool_use", "tool_se", "tool use")),
+                                           strict=True):
+            ax.bar([x - 0.2 for x in xs], [100 * (r.get(s1) or 0) for r in res], width=0.4, color="#90a4ae", label="S1")
+            bars = ax.bar([x + 0.2 for x in xs], [100 * (r.get(s2) or 0) for r in res], width=0.4, color="#1565c0",
+                          yerr=[100 * (r.get(err) or 0) for r in res], capsize=3, label="S2")
+            ax.bar_label(bars, labels=[f"{100 * (r.get(s2) or 0) - 100 * (r.get(s1) or 0):+.1f}" for r in res],
+                         padding=2, fontsize=8)
+            ax.set_xticks(list(xs), names, fontsize=9)
+            ax.set(ylim=(0, 112), ylabel=f"{what} (%)")
+            ax.legend(fontsize=8, frameon=False, loc="upper right")
+        vals = ", ".join(f"{k.rsplit('.', 1)[-1]} = {v:g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]} = {v}"
+                         for k, v in row["values"].items())
+        t2 = row.get("t2") or {}
+        left.set_title(f"measured at the nearest swept point: {vals}", fontsize=9)
+        right.set_title(f"T2 {t2.get('examples')} examples (verify {t2.get('verify')}, correct {t2.get('correct')})",
+                        fontsize=9)
         fig.tight_layout()
         return fig
 

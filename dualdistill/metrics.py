@@ -32,6 +32,10 @@ and counted in ``n_failed``.
 Subsets: every group has a row with ``subset = "all"``; problems with a ``subset``
 (e.g. computation / insight) add one row per subset, and problems with a ``family`` (the synthetic
 world) add one row per family with ``subset = "family:<name>"`` (the row's ``family`` key names it).
+
+Paired differences (:func:`paired_rows`, :func:`paired_difference`): model B minus model A on the
+problems both answered, per subset, with the standard error of the mean of the per-problem
+differences (problems as the sampling unit) — how stage 05 says whether S2 − S1 is more than noise.
 """
 
 from __future__ import annotations
@@ -281,4 +285,86 @@ def summarize(
             row = {"model": model, "benchmark": benchmark, "budget": budget, "subset": subset, "family": family}
             row.update(compute_metrics(part, ks=ks, equal=equal))
             rows.append(row)
+    return rows
+
+
+# --- paired differences between two models ----------------------------------------------------
+def _per_problem(features: Iterable[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
+    """Mean of ``value`` over the ok samples of each problem."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for f in features:
+        if f["ok"]:
+            sums[f["problem_id"]].append(value(f))
+    return {pid: sum(v) / len(v) for pid, v in sums.items()}
+
+
+def _sd(xs: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1); 0 for fewer than two values."""
+    if len(xs) < 2:
+        return 0.0
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+PAIRED_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "accuracy": lambda f: float(f["correct"]),
+    "tool_use_rate": lambda f: float(f["n_code_calls"] > 0),
+}
+
+
+def paired_difference(features_a: Iterable[dict[str, Any]], features_b: Iterable[dict[str, Any]],
+                      metric: str = "accuracy") -> dict[str, Any]:
+    """``metric`` of B minus ``metric`` of A over the problems both answered, with its standard error.
+
+    Both models answer the same problems, so the difference is taken per problem: d_i = (B's mean
+    over its samples of problem i) − (A's mean), and ``se`` = sd(d_i) / √n with the sample standard
+    deviation over the n common problems — the standard error of a mean of paired differences, the
+    problems being the sampling unit (it covers the samples' noise and the problems' spread alike).
+    ``se_unpaired`` is what treating the two accuracies as independent would give, √(sd_a² + sd_b²)/√n
+    over the same problems: larger, since a problem hard for A is mostly hard for B too."""
+    value = PAIRED_METRICS[metric]
+    fa, fb = list(features_a), list(features_b)
+    a, b = _per_problem(fa, value), _per_problem(fb, value)
+    common = [pid for pid in a if pid in b]
+    n = len(common)
+    out: dict[str, Any] = {"metric": metric, "n_problems": n,
+                           "n_samples_a": sum(f["ok"] and f["problem_id"] in b for f in fa),
+                           "n_samples_b": sum(f["ok"] and f["problem_id"] in a for f in fb)}
+    if not n:
+        return {**out, "a": None, "b": None, "delta": None, "se": None, "se_unpaired": None}
+    da, db = [a[p] for p in common], [b[p] for p in common]
+    diffs = [y - x for x, y in zip(da, db, strict=True)]
+    return {**out, "a": sum(da) / n, "b": sum(db) / n, "delta": sum(diffs) / n, "se": _sd(diffs) / math.sqrt(n),
+            "se_unpaired": math.sqrt(_sd(da) ** 2 + _sd(db) ** 2) / math.sqrt(n)}
+
+
+def default_comparisons(models: Sequence[str]) -> list[tuple[str, str]]:
+    """(model, against) pairs worth a paired difference: S2 against S1, and S1 against every other
+    model (S0, the baselines); [] without an S1."""
+    if "S1" not in models:
+        return []
+    out = [("S2", "S1")] if "S2" in models else []
+    return out + [("S1", m) for m in models if m not in ("S1", "S2")]
+
+
+def paired_rows(records: Iterable[dict[str, Any]], comparisons: Sequence[tuple[str, str]],
+                metrics: Sequence[str] = ("accuracy", "tool_use_rate")) -> list[dict[str, Any]]:
+    """One row per (model, against, benchmark, budget, subset, metric): :func:`paired_difference` of
+    ``model`` minus ``against`` (subset ``all``, then each subset of the problems). Records are
+    deduplicated by :func:`latest_per_sample` first."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for rec in latest_per_sample(records):
+        groups[tuple(str(rec.get(k)) for k in GROUP_KEYS)].append(record_features(rec))
+    rows: list[dict[str, Any]] = []
+    for model, against in comparisons:
+        for (m, benchmark, budget), feats in groups.items():
+            if m != model or (against, benchmark, budget) not in groups:
+                continue
+            base = groups[(against, benchmark, budget)]
+            subsets = ["all", *sorted({f["subset"] for f in feats if f["subset"] is not None})]
+            for subset in subsets:
+                pick = (lambda fs: fs) if subset == "all" else (lambda fs, s=subset: [f for f in fs if f["subset"] == s])
+                for metric in metrics:
+                    rows.append({"model": model, "against": against, "benchmark": benchmark, "budget": budget,
+                                 "subset": subset, **paired_difference(pick(base), pick(feats), metric)})
     return rows

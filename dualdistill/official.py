@@ -420,16 +420,32 @@ def score(response: str, gold: object) -> bool:
        is a substring of the region ("2" is found in ``\\boxed{12}``, an empty gold always).
     4. Otherwise math-verify: ``verify(parse(\\boxed{gold}), parse(cut response))`` (gold used as is
        when it already contains ``\\boxed``). Its time limits use SIGALRM, which works only in the
-       main thread; elsewhere math-verify runs without them.
+       main thread; elsewhere math-verify runs without them (:func:`verdict` runs it in a helper
+       process with a hard deadline there instead).
     ``response`` is the text after ``<｜Assistant｜>`` (official evaluation, self-distillation)."""
     gold_text = str(gold)
-    text = response
-    if "</code>" in text:
-        end = max(text.rfind(c) + len(c) for c in _CLOSERS if c in text)
-        text = text[:end]
+    text = _cut(response)
     region = _answer_region(text)
     if region is not None and (gold_text in region or _with_thousands(gold_text) in region):
         return True
+    return _math_verify_score(text, gold_text)
+
+
+def _cut(response: str) -> str:
+    if "</code>" in response:
+        end = max(response.rfind(c) + len(c) for c in _CLOSERS if c in response)
+        return response[:end]
+    return response
+
+
+def _substring_score(response: str, gold: object) -> bool:
+    """Steps 1-3 of :func:`score`: the official substring rule alone."""
+    gold_text, region = str(gold), _answer_region(_cut(response))
+    return region is not None and (gold_text in region or _with_thousands(gold_text) in region)
+
+
+def _math_verify_score(text: str, gold_text: str) -> bool:
+    """Step 4 of :func:`score` on the cut response."""
     from math_verify import parse as mv_parse
     from math_verify import verify as mv_verify
 
@@ -440,10 +456,55 @@ def score(response: str, gold: object) -> bool:
     return bool(mv_verify(mv_parse(gold_expr, **parse_kw), mv_parse(text, **parse_kw), **verify_kw))
 
 
-def verdict(response: str, gold: object) -> bool | None:
-    """:func:`score`, or None where it raises (math-verify on unusual input): the official-comparable
-    verdict stored in every sample record beside the project's strict grade."""
+HELPER_TIMEOUT = 20.0  # seconds for math-verify in the helper process (its own limits are 5 s + 5 s)
+_helper: dict[str, Any] = {}
+_helper_lock = threading.Lock()
+
+
+def _helper_pool() -> Any:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    if "pool" not in _helper:
+        import atexit
+
+        _helper["pool"] = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+        atexit.register(_close_helper)
+    return _helper["pool"]
+
+
+def _close_helper() -> None:
+    pool = _helper.pop("pool", None)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_helper() -> None:
+    pool = _helper.pop("pool", None)
+    if pool is not None:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def verdict(response: str, gold: object, *, timeout: float = HELPER_TIMEOUT) -> bool | None:
+    """:func:`score`, or None where it raises (math-verify on unusual input) or runs past ``timeout``:
+    the official-comparable verdict stored in every sample record beside the project's strict grade.
+
+    Off the main thread (records are graded as trajectories end, in the tool loop's threads)
+    math-verify's SIGALRM limits do not work, and an expression such as ``10^(10^12)`` (a student
+    copying an insight problem's step count) would have sympy build a number of 10^12 digits — for
+    hours. There the math-verify step runs in a helper process (whose main thread has math-verify's
+    own limits, as the official code has) and a helper past ``timeout`` is killed: no verdict."""
     try:
-        return score(response, gold)
+        if threading.current_thread() is threading.main_thread() or _substring_score(response, gold):
+            return score(response, gold)
+        with _helper_lock:
+            future = _helper_pool().submit(_math_verify_score, _cut(response), str(gold))
+            try:
+                return bool(future.result(timeout=timeout))
+            except TimeoutError:
+                _kill_helper()
+                return None
     except Exception:  # a scorer failure must not lose the sample; None = no verdict
         return None

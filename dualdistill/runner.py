@@ -107,15 +107,18 @@ def selected_stages(from_stage: str | None = None, only: list[str] | None = None
 
 
 def run_pipeline(params: str | Path, overrides: dict[str, Any] | None = None, *, from_stage: str | None = None,
-                 only: list[str] | None = None, kernel: str = "python3", progress: bool = True) -> list[StageResult]:
+                 only: list[str] | None = None, kernel: str = "python3", progress: bool = True,
+                 redo: bool = True) -> list[StageResult]:
     """Execute the selected notebooks in order; finished stages are skipped unless ``from_stage``
-    or ``only`` names them."""
+    or ``only`` names them (with ``redo=False`` a finished stage is skipped even then)."""
     overrides = dict(overrides or {})
     cfg: RunConfig = load_config(params, overrides)
     paths = RunPaths.of(cfg)
     cfg.save(paths.root / "config.yaml")
     cfg_hash = cfg.hash()
     forced = set(selected_stages(from_stage, None)) if from_stage else set(selected_stages(None, only) if only else [])
+    if not redo:
+        forced = set()
     parameters = {"params": str(Path(params).resolve()), "overrides": overrides}
     results = []
     t_run = time.monotonic()

@@ -140,3 +140,26 @@ def paper_table_markdown() -> str:
     for name, res in PAPER_RESULTS.items():
         lines.append(f"| {name} | {' | '.join('/'.join(_fmt(v) for v in res[c]) for c in cols)} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table_markdown(rows: list[dict[str, Any]], metric: str = "accuracy") -> str:
+    """Stage 05's paired differences (``summary.json`` key ``paired``) as one line per comparison,
+    benchmark and budget, one column per subset: ``+3.2 ± 1.1`` points (B − A, standard error of the
+    per-problem differences) and the problems compared."""
+    rows = [r for r in rows if r.get("metric") == metric]
+    if not rows:
+        return "_no paired differences (stage 05 writes them when S1 is evaluated beside another model)_\n"
+    subsets = list(dict.fromkeys(r["subset"] for r in rows))
+    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["against"], r["benchmark"], r["budget"]), {})[r["subset"]] = r
+    lines = [f"| {metric}: model − against | benchmark (budget) | {' | '.join(subsets)} |",
+             "|---" * (len(subsets) + 2) + "|"]
+    for (model, against, bench, budget), cells in groups.items():
+        vals = []
+        for s in subsets:
+            c = cells.get(s)
+            vals.append("—" if not c or c.get("delta") is None else
+                        f"{100 * c['delta']:+.1f} ± {100 * c['se']:.1f} (n {c['n_problems']})")
+        lines.append(f"| {model} − {against} | {bench} ({budget}) | {' | '.join(vals)} |")
+    return "\n".join(lines) + "\n"

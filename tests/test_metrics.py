@@ -219,3 +219,39 @@ def test_gbar_is_the_per_problem_mean_correctness():
     from dualdistill.selection import gbar_by_problem, group_by_problem
 
     assert gbar_by_problem(group_by_problem(hand_records())) == pytest.approx({"B/1": 2 / 3, "B/2": 0.0, "B/3": 1 / 3})
+
+
+# --- paired differences -------------------------------------------------------------------------
+def test_paired_difference_by_hand():
+    """B − A per problem, se = sd(d)/√n over the common problems (n − 1 in the sd)."""
+    a = [metrics.record_features(r) for r in hand_records()]  # per problem: P1 2/3, P2 0, P3 1/3
+    b_recs = [rec(P1, 0, traj("10", calls=1), True), rec(P2, 0, traj("20"), True), rec(P2, 1, traj("21"), False),
+              rec(P3, 0, traj("30"), True)]
+    b = [metrics.record_features(r) for r in b_recs]  # P1 1, P2 1/2, P3 1
+    out = metrics.paired_difference(a, b)
+    d = [1 - 2 / 3, 0.5 - 0, 1 - 1 / 3]
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    assert out["n_problems"] == 3 and out["n_samples_a"] == 9 and out["n_samples_b"] == 4
+    assert out["delta"] == pytest.approx(mean) and out["se"] == pytest.approx(sd / 3 ** 0.5)
+    assert out["a"] == pytest.approx(1 / 3) and out["b"] == pytest.approx(5 / 6)
+    assert out["se_unpaired"] > out["se"]
+    tool = metrics.paired_difference(a, b, "tool_use_rate")  # A: P1 3/3 code; B: P1 1/1 code, others none
+    assert tool["delta"] == pytest.approx(0.0)
+    # only common problems count; nothing in common is None, not an error
+    assert metrics.paired_difference(a, b[:1])["n_problems"] == 1
+    assert metrics.paired_difference(a, [])["delta"] is None
+
+
+def test_paired_rows_compare_models_per_subset():
+    recs = hand_records()
+    s1 = [dict(r, model="S1") for r in recs]
+    s2 = [dict(r, model="S2", correct=True) for r in recs]
+    assert metrics.default_comparisons(["S0", "S1", "S2", "text_only"]) == [("S2", "S1"), ("S1", "S0"),
+                                                                            ("S1", "text_only")]
+    assert metrics.default_comparisons(["S0", "S2"]) == []
+    rows = metrics.paired_rows(s1 + s2, [("S2", "S1"), ("S1", "S0")])  # no S0 records: no row for it
+    acc = {r["subset"]: r for r in rows if r["metric"] == "accuracy"}
+    assert set(acc) == {"all", "computation", "insight"} and all(r["against"] == "S1" for r in rows)
+    assert acc["all"]["delta"] == pytest.approx(1 - (2 / 3 + 0 + 1 / 3) / 3)
+    assert acc["computation"]["n_problems"] == 1 and acc["computation"]["se"] == 0.0

@@ -126,6 +126,23 @@ def test_verdict_is_score_or_none() -> None:
     assert official.verdict(None, "8") is None  # type: ignore[arg-type]
 
 
+def test_verdict_off_the_main_thread_has_a_deadline() -> None:
+    """Records are graded in the tool loop's threads, where math-verify has no time limit: an answer
+    like 10^(10^12) (a step count copied from an insight problem) kept stage 05 busy for good. There the
+    math-verify step runs in a helper process with math-verify's own limits and a hard deadline."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    huge = "<think>\nso\n</think>\n<answer>\nThe answer is \\boxed{10^{10^{12}}}\n</answer>"
+    cases = [(huge, "3"), ("<answer>\\boxed{1/2}</answer>", "0.5"), ("<answer>\\boxed{7}</answer>", "8"),
+             ("<answer>\\boxed{12}</answer>", "2")]
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        got = [pool.submit(official.verdict, r, g, timeout=10).result() for r, g in cases]
+    assert got[0] in (False, None) and time.monotonic() - t0 < 30
+    assert got[1:] == [official.score(r, g) for r, g in cases[1:]] == [True, False, True]  # as in the main thread
+
+
 def test_the_official_executor_doubles_its_replay(tmp_path, monkeypatch) -> None:
     """What README and METHOD §7 say of the official executor, measured on it: each call runs in a fresh
     ``python``, after the code kept from earlier successful calls — which doubles with every call."""

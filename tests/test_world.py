@@ -33,8 +33,9 @@ def _problem(family: str, **params: int) -> Problem:
 
 
 # --- families: answers re-checked by an independent computation ------------------------------
-def test_families_cover_both_subsets():
+def test_families_cover_every_subset():
     assert len(family_names("computation")) >= 3 and len(family_names("insight")) >= 3
+    assert len(family_names("either")) >= 3
     for fam in FAMILIES.values():
         assert len(fam.templates) >= 3, fam.name
 
@@ -101,6 +102,32 @@ def test_insight_answers_of_generated_problems():
             assert 1 <= ans <= m["k"] and (n_mod[m["k"] + 1] - ans) % (m["k"] + 1) == 0
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_either_answers_match_brute_force(split):
+    """The two numbers are read back from the problem text (not from meta) and the answer is found by
+    brute force: subtract by counting up, divide by repeated subtraction, list the integers between."""
+    import re
+
+    for p in generate_split(split, n=60, families=family_names("either")):
+        a, b = (int(x) for x in re.findall(r"\d{15}", p.problem))
+        a, b = max(a, b), min(a, b)
+        assert len(str(a)) == len(str(b)) == 15 and str(a)[:-1] == str(b)[:-1] and str(b).endswith("0")
+        if p.family == "near_difference":
+            steps, n = 0, b
+            while n != a:
+                n, steps = n + 1, steps + 1
+            expected = steps
+        elif p.family == "near_remainder":
+            rest = a
+            while rest >= b:
+                rest -= b
+            expected = rest
+        else:
+            expected = len([n for n in range(b + 1, a)])
+        assert p.answer == str(expected), (p.id, p.problem)
+        assert int(p.answer) == p.meta["d"] - (p.family == "near_between")
+
+
 # --- splits -------------------------------------------------------------------------------------
 def test_splits_are_disjoint_deterministic_and_labelled():
     world = WorldConfig()
@@ -122,9 +149,9 @@ def test_splits_are_disjoint_deterministic_and_labelled():
 
 
 def test_generate_split_counts_prefixes_and_errors():
-    ps = generate_split("train", n=13)
+    ps = generate_split("train", n=19)
     counts = {f: sum(p.family == f for p in ps) for f in FAMILIES}
-    assert sorted(counts.values()) == [2, 2, 2, 2, 2, 3]
+    assert len(FAMILIES) == 9 and sorted(counts.values()) == [2] * 8 + [3]
     big = generate_split("train", n=60)
     for f in FAMILIES:  # the i-th problem of a family does not depend on n
         small_f = [p.problem for p in ps if p.family == f]
@@ -166,12 +193,14 @@ def test_problem_text_is_short_and_names_its_numbers():
                 assert str(p.meta[key]) in p.problem, (key, p.problem)
         if "E" in p.meta:
             assert f"10^(10^{p.meta['E']}) + {p.meta['r']}" in p.problem
+        if p.subset == "either":
+            assert str(p.meta["P"] * 10 + p.meta["d"]) in p.problem and str(p.meta["P"] * 10) in p.problem
 
 
 # --- teachers without code execution ----------------------------------------------------------
 def test_text_teacher_output_is_valid_and_fails_mostly_on_computation():
-    ps = generate_split("test", n=120)
-    right = {"computation": [], "insight": []}
+    ps = generate_split("test", n=180)
+    right = {"computation": [], "insight": [], "either": []}
     for i, p in enumerate(ps):
         segs, info = text_solution(p, random.Random(i))
         text = formatting.render(segs)
@@ -183,7 +212,7 @@ def test_text_teacher_output_is_valid_and_fails_mostly_on_computation():
             assert ok, (p.id, text)  # without a slip the method is sound
         right[p.subset].append(ok)
     acc = {k: sum(v) / len(v) for k, v in right.items()}
-    assert acc["insight"] >= 0.85 and acc["computation"] <= 0.5, acc
+    assert acc["insight"] >= 0.85 and acc["either"] >= 0.85 and acc["computation"] <= 0.5, acc
 
 
 def test_text_slip_propagates_through_the_arithmetic():
@@ -258,7 +287,7 @@ def test_agent_programs_per_family_are_short():
     for p in generate_split("test", n=60):
         prog = agent_program(p, random.Random(0), clever_prob=0.5)
         assert len(prog.code) < 220 and prog.code.count("\n") <= 4
-        assert prog.kind in (("exact", "typo") if p.subset == "computation" else ("brute", "clever"))
+        assert prog.kind in (("brute", "clever") if p.subset == "insight" else ("exact", "typo"))
 
 
 def test_printed_integer():
@@ -297,7 +326,8 @@ def _rollout(policy, problems, pool, *, sample=0, context=None):
 def test_agent_code_really_runs_in_the_sandbox(pool):
     agent = ScriptedTeacher("agent", typo_prob=0.0)
     probs = [_problem("modpow", a=7, b=85, m=613), _problem("digit_sum_power", a=37, b=11),
-             _problem("digit_count", N=4700, s=17)]
+             _problem("digit_count", N=4700, s=17), _problem("near_difference", P=31415926535897, d=7),
+             _problem("near_remainder", P=27182818284590, d=4), _problem("near_between", P=14142135623730, d=9)]
     for traj, p in zip(_rollout(agent, probs, pool), probs, strict=True):
         assert traj.finish_reason == "answer" and traj.n_code_calls == 1 and traj.n_code_errors == 0
         formatting.validate(traj.segments)

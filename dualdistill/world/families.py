@@ -3,7 +3,7 @@
     from dualdistill.world.families import generate_split
     problems = generate_split("train", n=60)          # mixed families, deterministic from a seed
 
-Two kinds of family, told apart by their wording:
+Three kinds of family, told apart by their wording:
 
 - **computation** (agent-favoured): short operands, but an *operation* that only code gets right
   (modular powers, digit sums of big powers, digit-sum counts over a range). Text arithmetic slips.
@@ -13,6 +13,12 @@ Two kinds of family, told apart by their wording:
   digit of r; the text argument is a lookup from it. Every program that writes N out —
   the natural simulation and the closed formula alike — has to build a number of 10^E digits and
   times out in the sandbox (METHOD §5: "use sizes or nesting where the natural program times out").
+- **either** (both strategies solve it): two 15-digit numbers that agree in all but the last digit
+  (a difference, a remainder, a count between them). The text argument reads two last digits; the
+  program is one line, right whenever both numbers are copied into it exactly — which the agentic
+  teacher does (bar a rare typo) and a tiny student, copying 30 digits, mostly does not. This is
+  where self-distillation has something to teach: a student whose code is weaker than its
+  teacher's should learn to answer these by text.
 
 ``Problem.meta`` holds the generator parameters (what the scripted teachers read; nobody parses
 the text). Splits are disjoint by construction: each parameter tuple belongs to exactly one split
@@ -34,7 +40,7 @@ from dualdistill.problem import Problem
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "stage0")
-SUBSETS = ("computation", "insight")
+SUBSETS = ("computation", "insight", "either")
 SOURCE = "world"
 # share of the parameter space owned by each split (hash buckets out of 10)
 _SPLIT_BUCKETS = {"test": range(0, 2), "stage0": range(2, 6), "train": range(6, 10)}
@@ -227,6 +233,59 @@ class TakeAway(HugeCount):
         return rng.randint(1, p["k"])
 
 
+# --- either families ----------------------------------------------------------------------------
+# A = P·10 + d and B = P·10 with a random 14-digit prefix P: two 15-digit numbers that differ only in
+# the last digit. Text reads d off the two last digits; a program has to copy both numbers exactly.
+_PREFIX = (10**13, 10**14 - 1)
+
+
+class NearPair(Family):
+    """Two 15-digit numbers A > B that agree except the last digit (``meta``: P, d; A ends in d, B in 0)."""
+
+    lowest = 1  # the smallest last digit d of A
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        return {"P": rng.randint(*_PREFIX), "d": rng.randint(self.lowest, 9)}
+
+    @staticmethod
+    def pair(p: dict[str, Any]) -> tuple[int, int]:
+        """(A, B) as the problem writes them."""
+        return p["P"] * 10 + p["d"], p["P"] * 10
+
+    def text(self, p: dict[str, Any], template: int) -> str:
+        a, b = self.pair(p)
+        return self.templates[template].format(A=a, B=b)
+
+    def guess(self, p: dict[str, Any], rng: random.Random) -> int:
+        return rng.randint(0, 9)
+
+
+class NearDifference(NearPair):
+    """A - B = d."""
+
+    def answer(self, p: dict[str, Any]) -> int:
+        a, b = self.pair(p)
+        return a - b
+
+
+class NearRemainder(NearPair):
+    """A mod B = d (A = B + d and d < B)."""
+
+    def answer(self, p: dict[str, Any]) -> int:
+        a, b = self.pair(p)
+        return a % b
+
+
+class NearBetween(NearPair):
+    """How many integers lie strictly between B and A: d - 1 (d >= 2)."""
+
+    lowest = 2
+
+    def answer(self, p: dict[str, Any]) -> int:
+        a, b = self.pair(p)
+        return a - b - 1
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
@@ -272,12 +331,27 @@ FAMILIES: dict[str, Family] = {
             "one who removes the last match wins. What first move (number of matches) wins for the "
             "first player?",
         )),
+        NearDifference("near_difference", "either", (
+            "What is {A} - {B}?",
+            "Compute the difference {A} - {B}.",
+            "Subtract {B} from {A}. What is the result?",
+        )),
+        NearRemainder("near_remainder", "either", (
+            "What is the remainder when {A} is divided by {B}?",
+            "Find {A} mod {B}.",
+            "Divide {A} by {B}. What remainder is left?",
+        )),
+        NearBetween("near_between", "either", (
+            "How many integers lie strictly between {B} and {A}?",
+            "Count the whole numbers greater than {B} and less than {A}.",
+            "How many integers n satisfy {B} < n < {A}?",
+        )),
     ]
 }
 
 
 def family_names(subset: str | None = None) -> list[str]:
-    """Names of all families, or of one subset (computation | insight)."""
+    """Names of all families, or of one subset (computation | insight | either)."""
     if subset is not None and subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
     return [n for n, f in FAMILIES.items() if subset is None or f.subset == subset]

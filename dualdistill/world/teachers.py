@@ -10,12 +10,12 @@ first stop string. The agent writes ``<think>…</think><code>…`` and stops at
 runs the code in the sandbox and calls again, and the agent reads the ``<executor>`` output back
 from ``context["completion"]`` to write its answer.
 
-Failure modes (each teacher fails on the other's home ground):
+Failure modes (each teacher fails on the other's home ground; on the *either* families both are sound):
 
-- text teacher: sound on insight families (a rare misread digit); on computation families it does
+- text teacher: sound on insight and either families (a rare misread digit); on computation families it does
   the arithmetic in text and each operation slips with probability ``1-(1-slip_rate)^work``
   (work = digit operations), one wrong digit that propagates through the rest of the work;
-- agent: exact programs on computation families (rarely a mistyped operand); on insight families
+- agent: exact programs on computation and either families (rarely a mistyped operand); on insight families
   mostly the natural brute force, sometimes (``clever_prob``) the closed-form formula — both write
   the step count N = 10^(10^E) + r out as a Python number, time out, and the agent guesses.
 
@@ -35,7 +35,7 @@ from dualdistill import formatting
 from dualdistill.formatting import CODE_STOP, Segment
 from dualdistill.policy import Generation, GenerationRequest, Policy
 from dualdistill.problem import Problem
-from dualdistill.world.families import RepeatingDecimal, digit_sum, get_family, leading_digit_counts
+from dualdistill.world.families import NearPair, RepeatingDecimal, digit_sum, get_family, leading_digit_counts
 
 TEACHER_KINDS = ("text", "agent")
 DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
@@ -43,6 +43,7 @@ DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
     "agent": {"clever_prob": 0.15, "typo_prob": 0.04},
 }
 COMPUTE_THINK = "This needs exact arithmetic, so I compute it with code."
+LONG_THINK = "The numbers are long, so I compute it exactly with code."
 _TOKEN_RE = re.compile(r"\d|[A-Za-z]+|[^\sA-Za-z\d]")
 _INT_RE = re.compile(r"-?\d+")
 
@@ -209,6 +210,27 @@ def _text_take_away(p: dict[str, Any], rng: random.Random, slip: float) -> tuple
     return lines, r
 
 
+_SAME_PREFIX = "The two numbers agree in every digit but the last, so only the last digits matter."
+
+
+def _text_near_difference(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
+    d = _last_digit(NearPair.pair(p)[0], rng, slip)
+    return [_SAME_PREFIX, f"The larger ends in {d} and the smaller in 0.", f"So the difference is {d}."], d
+
+
+def _text_near_remainder(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
+    d = _last_digit(NearPair.pair(p)[0], rng, slip)
+    return ["The first number is the second plus the difference of their last digits, which is smaller than the "
+            "second, so that difference is the remainder.",
+            f"The first ends in {d} and the second in 0.", f"So the remainder is {d}."], d
+
+
+def _text_near_between(p: dict[str, Any], rng: random.Random, slip: float) -> tuple[list[str], int]:
+    d = _last_digit(NearPair.pair(p)[0], rng, slip)
+    return [_SAME_PREFIX, f"The larger ends in {d} and the smaller in 0, so they are {d} apart.",
+            f"So {d} - 1 = {d - 1} integers lie strictly between them."], d - 1
+
+
 def text_solution(problem: Problem, rng: random.Random, *, slip_rate: float = 0.011,
                   insight_slip: float = 0.04) -> tuple[list[Segment], dict[str, Any]]:
     """The text teacher's completion for a world problem: segments and ``{"answer", "slips"}``."""
@@ -221,7 +243,8 @@ def text_solution(problem: Problem, rng: random.Random, *, slip_rate: float = 0.
         n_slips = slips.count
     else:
         solver = {"round_table": _text_round_table, "repeating_decimal": _text_repeating_decimal,
-                  "take_away": _text_take_away}[fam.name]
+                  "take_away": _text_take_away, "near_difference": _text_near_difference,
+                  "near_remainder": _text_near_remainder, "near_between": _text_near_between}[fam.name]
         lines, answer = solver(p, rng, insight_slip)
         n_slips = int(answer != fam.answer(p))
     segments = [Segment("think", "\n".join(lines)), Segment("answer", formatting.answer_text(str(answer)))]
@@ -257,6 +280,13 @@ def agent_program(problem: Problem, rng: random.Random, *, clever_prob: float = 
             "digit_count": "print(sum(1 for x in range(1, {N} + 1) if sum(map(int, str(x))) == {s}))",
         }[fam.name].format(**q)
         return Program(COMPUTE_THINK, code, kind)
+    if fam.subset == "either":  # both numbers written out in full: a typo is one wrong digit in one of them
+        kind = "typo" if rng.random() < typo_prob else "exact"
+        a, b = NearPair.pair(p)
+        q = _typo({"A": a, "B": b}, ("A", "B"), rng) if kind == "typo" else {"A": a, "B": b}
+        code = {"near_difference": "print({A} - {B})", "near_remainder": "print({A} % {B})",
+                "near_between": "print({A} - {B} - 1)"}[fam.name].format(**q)
+        return Program(LONG_THINK, code, kind)
     clever = rng.random() < clever_prob
     q = {**p, "k1": p.get("k", 0) + 1, "P": len(str(p.get("den", 0))), "N": fam.count_code(p)}
     if fam.name == "round_table":

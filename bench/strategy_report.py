@@ -1,0 +1,111 @@
+"""What each model did, from a run's own evaluation records: strategies, switches and copied operands.
+
+    .venv/bin/python bench/strategy_report.py outputs/demo [--models S1 S2] [--split subset|family]
+
+Per model and subset (or family), over the evaluation samples:
+
+- ``n``, ``acc``: samples and accuracy;
+- ``first code``: the first attempt runs code (a code block before any transition);
+- ``chain``: a transition follows the first attempt (switch or verify: two strategies in one answer);
+- ``final code`` / ``final text``: the attempt after the last transition (or the only one) runs code, or
+  is text only — the strategy that gives the final answer — each with its accuracy;
+- ``tool use``: a code call anywhere (the metric of stage 05);
+- ``copied``: on the synthetic world, the share of the student's programs that hold every operand of
+  the problem exactly (the two 15-digit numbers of an *either* problem, a, b, m / a, b / N, s of a
+  computation problem), and ``code right``: the share of programs whose printed value is the answer.
+
+Transitions are recognised by their sentences (``formatting.KNOWN_TRANSITIONS``), as the parser does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dualdistill import formatting  # noqa: E402
+from dualdistill.metrics import latest_per_sample  # noqa: E402
+from dualdistill.store import read_jsonl  # noqa: E402
+from dualdistill.world.families import NearPair  # noqa: E402
+
+OPERANDS = {"modpow": ("a", "b", "m"), "digit_sum_power": ("a", "b"), "digit_count": ("N", "s")}
+
+
+def operands(problem: dict) -> list[str] | None:
+    """The numbers a program must copy from the problem (None outside the synthetic world's code families)."""
+    meta, family = problem.get("meta") or {}, problem.get("family")
+    if family in OPERANDS:
+        return [str(meta[k]) for k in OPERANDS[family]]
+    if problem.get("subset") == "either":
+        return [str(x) for x in NearPair.pair(meta)]
+    return None
+
+
+def features(rec: dict) -> dict:
+    segs = formatting.as_segments(rec["trajectory"])
+    cuts = [i for i, s in enumerate(segs) if s.kind == "transition"]
+    first = segs[: cuts[0]] if cuts else segs
+    last = segs[cuts[-1]:] if cuts else segs
+    codes = [s.text for s in segs if s.kind == "code"]
+    execs = [s.text for s in segs if s.kind == "executor"]
+    ops = operands(rec["problem"])
+    copied = code_right = None
+    if ops is not None and codes:
+        numbers = re.findall(r"\d+", codes[0])
+        copied = all(op in numbers for op in ops)
+        code_right = bool(execs) and execs[0].strip() == str(rec["problem"]["answer"])
+    return {"correct": bool(rec["correct"]), "first_code": any(s.kind == "code" for s in first), "chain": bool(cuts),
+            "final_code": any(s.kind == "code" for s in last), "tool": bool(codes), "copied": copied,
+            "code_right": code_right}
+
+
+def _mean(xs: list) -> str:
+    xs = [x for x in xs if x is not None]
+    return f"{100 * sum(xs) / len(xs):5.1f}" if xs else "    —"
+
+
+def report(run: Path, models: list[str] | None, split: str) -> str:
+    files = sorted((run / "eval").glob("*.jsonl"))
+    records = latest_per_sample([r for f in files for r in read_jsonl(f)])
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for rec in records:
+        if models and rec["model"] not in models:
+            continue
+        key = rec["problem"].get(split) or "?"
+        f = features(rec)
+        groups[(rec["model"], "all")].append(f)
+        groups[(rec["model"], key)].append(f)
+    order = models or list(dict.fromkeys(r["model"] for r in records))
+    head = (f"{'model':<10} {split:<18} {'n':>5} {'acc':>5} {'tool':>5} {'1st code':>8} {'chain':>5} "
+            f"{'final code (acc)':>16} {'final text (acc)':>16} {'copied':>6} {'code right':>10}")
+    lines = [head, "-" * len(head)]
+    for model in order:
+        for (m, key), fs in sorted(groups.items(), key=lambda kv: (kv[0][1] != "all", kv[0][1])):
+            if m != model:
+                continue
+            fc = [f for f in fs if f["final_code"]]
+            ft = [f for f in fs if not f["final_code"]]
+            lines.append(
+                f"{model:<10} {key:<18} {len(fs):>5} {_mean([f['correct'] for f in fs])} {_mean([f['tool'] for f in fs])} "
+                f"{_mean([f['first_code'] for f in fs]):>8} {_mean([f['chain'] for f in fs])} "
+                f"{_mean([f['final_code'] for f in fs]):>9} ({_mean([f['correct'] for f in fc])}) "
+                f"{_mean([not f['final_code'] for f in fs]):>9} ({_mean([f['correct'] for f in ft])}) "
+                f"{_mean([f['copied'] for f in fs]):>6} {_mean([f['code_right'] for f in fs]):>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path, help="a run directory, e.g. outputs/demo")
+    ap.add_argument("--models", nargs="*")
+    ap.add_argument("--split", default="subset", choices=["subset", "family"])
+    args = ap.parse_args(argv)
+    print(report(args.run, args.models, args.split))
+
+
+if __name__ == "__main__":
+    main()
