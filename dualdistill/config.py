@@ -329,7 +329,7 @@ class SelfDistillConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
     top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
     max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
-                               "runs 256-1,024 sequences at once; the hf backend batches at most student.batch_size)")
+                               "runs 256-1,024 sequences at once; the hf backend takes at most one batch, student.batch_size)")
     budget: int = Field(4096, ge=16)
     max_code_calls: int = Field(10, ge=0)
     pick: Literal["random", "shortest", "first"] = "random"
@@ -366,7 +366,7 @@ class EvalConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
     top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
     max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
-                               "runs 256-1,024 sequences at once; the hf backend batches at most student.batch_size)")
+                               "runs 256-1,024 sequences at once; the hf backend takes at most one batch, student.batch_size)")
     max_code_calls: int = Field(10, ge=0)
     tools: bool = True
     limit: int | None = Field(None, ge=1, description="problems per benchmark")

@@ -10,7 +10,8 @@ moment its code has run, without waiting for any other (no rounds): with an engi
 continuously (``Policy.async_native``: in-process vLLM, an OpenAI-compatible server) each trajectory
 is one request at a time; a batch policy (hf, scripted, replay) gets, whenever it is free, one
 ``generate`` call with whatever is ready then (``policy.MicroBatcher``). At most ``max_in_flight``
-trajectories are under way; the next starts as one ends, and ``on_finish(index, trajectory)`` is
+trajectories are under way (a batch policy with a batch size: at most one batch,
+:func:`in_flight_window`); the next starts as one ends, and ``on_finish(index, trajectory)`` is
 called as each one ends (so a caller can append its record at once).
 
 Code runs in ``sandbox_pool.run(owner, code)``: a trajectory holds a sandbox only while its code
@@ -430,13 +431,23 @@ def generate_trajectories(
         loop.start(st)
     bar = _progress_bar(len(states), desc, progress)
     try:
-        results = _in_own_thread(lambda: _run_all(loop, states, window=max_in_flight, bar=bar, on_finish=on_finish,
-                                                  max_steps=budget + max_code_calls + 2))
+        results = _in_own_thread(lambda: _run_all(loop, states, window=in_flight_window(policy, max_in_flight),
+                                                  bar=bar, on_finish=on_finish, max_steps=budget + max_code_calls + 2))
     finally:
         bar.close()
         if own_pool is not None:
             own_pool.close()
     return [t for t in results if t is not None]
+
+
+def in_flight_window(policy: Policy, max_in_flight: int) -> int:
+    """Trajectories under way at once: ``max_in_flight``, or for a batch policy with a batch size (hf)
+    at most one batch. More would only queue behind the model, and every ``generate`` call would then
+    be full of rows at different points of their trajectories, each call as long as its longest row;
+    with one batch in flight a call holds what is ready (``bench/hf_sampling.py``, the demo's S1 on CPU:
+    1,200 trajectories in 141 s with a window of 64 = the batch size, 182 s with 256)."""
+    batch = None if policy.async_native else getattr(policy, "max_batch", None)
+    return min(max_in_flight, batch) if batch else max_in_flight
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:

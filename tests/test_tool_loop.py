@@ -188,6 +188,30 @@ def test_batched_steps_and_few_sandboxes(pool):
     assert sum(len(c) for c in policy.calls) == sum(len(v) for v in turns.values())
 
 
+def test_a_batch_policy_has_at_most_one_batch_in_flight(pool):
+    """A batch policy with a batch size (hf) gets at most one batch of trajectories under way, whatever
+    max_in_flight says; without a batch size the window is max_in_flight."""
+    from dualdistill.tool_loop import in_flight_window
+
+    class Batched(TurnPolicy):
+        max_batch = 4
+
+    turns = {f"p{i}": [f"</think>\n<code>\nprint({i})\n</code>", ANSWER_TURN] for i in range(10)}
+    policy = Batched(turns)
+    trajs = run(policy, [item(f"p{i}") for i in range(10)], pool, max_in_flight=256)
+    assert [t.finish_reason for t in trajs] == ["answer"] * 10
+    assert max(len(c) for c in policy.calls) == 4
+    seen: dict[str, int] = {}  # each trajectory takes two calls: code, then its answer (it ends)
+    under_way = []
+    for call in policy.calls:
+        for req in call:
+            seen[req.context["problem"].id] = seen.get(req.context["problem"].id, 0) + 1
+        under_way.append(sum(1 for n in seen.values() if n == 1) + sum(1 for r in call if seen[r.context["problem"].id] == 2))
+    assert max(under_way) == 4  # a fifth starts only when one of the first four has ended
+    assert in_flight_window(policy, 256) == 4 and in_flight_window(policy, 2) == 2
+    assert in_flight_window(TurnPolicy(turns), 256) == 256
+
+
 def test_one_sandbox_serves_trajectories_in_turn():
     """Regression: all trajectories wait for the only sandbox while its holder finishes; the freed
     sandbox must go to the next one (not a stall)."""
