@@ -138,7 +138,7 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         """Stage 05's metric rows per (model, benchmark, budget, subset)."""
-        return self.root / "report" / "summary.json"
+        return self.report / "summary.json"
 
     @property
     def plots(self) -> Path:
@@ -155,7 +155,7 @@ class RunPaths:
     @property
     def ledger(self) -> Path:
         """What ran: one line per policy a stage built and per SFT run (:func:`record_ran`)."""
-        return self.root / "report" / "ran.jsonl"
+        return self.report / "ran.jsonl"
 
     @property
     def sweep(self) -> Path:
@@ -164,7 +164,7 @@ class RunPaths:
 
     @property
     def sweep_results(self) -> Path:
-        return self.root / "sweep" / "results.jsonl"
+        return self.sweep / "results.jsonl"
 
 
 # --- identities: which config fields make an artefact -----------------------------------------------

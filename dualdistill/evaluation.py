@@ -201,7 +201,6 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             before = len(store.read())
             pcfg = policies[m.name]
             policy = OnDemand(partial(build_model_policy, pcfg, device=cfg.device, seed=ev.seed, max_context=need))
-
             sampling = Sampling(backend=pcfg.backend, temperature=ev.temperature, top_p=ev.top_p, top_k=ev.top_k,
                                 seed=ev.seed)
             try:

@@ -55,7 +55,7 @@ from dualdistill.artifacts import (
 )
 from dualdistill.config import ConfigError, RunConfig, load_config, parse_override
 from dualdistill.figures import save_figure
-from dualdistill.metrics import latest_per_sample, paired_difference, record_features, summarize
+from dualdistill.metrics import latest_per_sample, paired_difference, paired_rows, summarize
 from dualdistill.runner import run_pipeline
 from dualdistill.store import JsonlStore, write_atomic
 
@@ -176,13 +176,6 @@ def _subset_rows(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], di
             if not r["subset"].startswith("family:")}
 
 
-def _pick(features: list[dict[str, Any]], records: list[dict[str, Any]], benchmark: str, budget: str,
-          subset: str) -> list[dict[str, Any]]:
-    """The features of one benchmark, budget and subset (``all``: every subset)."""
-    return [f for f, r in zip(features, records, strict=True) if r["benchmark"] == benchmark
-            and str(r["budget"]) == budget and (subset == "all" or f["subset"] == subset)]
-
-
 def point_row(base: RunConfig, point: Point) -> dict[str, Any]:
     """The results row of a finished point (module docstring)."""
     cfg = base if point.base else point.cfg
@@ -196,13 +189,12 @@ def point_row(base: RunConfig, point: Point) -> dict[str, Any]:
           "correct": (m04.get("examples") or {}).get("correct"), "replay_t1": sft.get("replay_t1_examples", 0),
           "eligible": (m04.get("counts") or {}).get("eligible")}
     rows2, rows1 = _subset_rows(s2), _subset_rows(s1)
-    f2 = [record_features(r) for r in s2]
-    f1 = [record_features(r) for r in s1]
+    paired = {(r["benchmark"], r["budget"], r["subset"], r["metric"]): r for r in paired_rows(s1 + s2, [("S2", "S1")])}
+    empty = paired_difference([], [])
     results = []
     for (bench, budget, subset), r2 in rows2.items():
         r1 = rows1.get((bench, budget, subset)) or {}
-        a, b = (_pick(fs, recs, bench, budget, subset) for fs, recs in ((f1, s1), (f2, s2)))
-        acc, tool = paired_difference(a, b, "accuracy"), paired_difference(a, b, "tool_use_rate")
+        acc, tool = (paired.get((bench, str(budget), subset, m), empty) for m in ("accuracy", "tool_use_rate"))
         results.append({"benchmark": bench, "budget": budget, "subset": subset, "n_problems": r2["n_problems"],
                         "n_samples": r2["n_samples"], "s2_accuracy": r2["accuracy"], "s2_tool_use": r2["tool_use_rate"],
                         "s1_accuracy": r1.get("accuracy"), "s1_tool_use": r1.get("tool_use_rate"),
