@@ -32,7 +32,7 @@ smoke: setup
 # tokenizer, a DeepMath-103K-schema dataset, the problem list), then the paper params' backends end to end
 REHEARSAL_INPUTS ?= outputs/rehearsal/inputs
 rehearsal: setup setup-vllm  ## the paper-scale params end to end on CPU with stand-ins (README "Dress rehearsal")
-	$(PY) -m dualdistill.rehearsal prepare $(REHEARSAL_INPUTS)
+	$(PY) -m dualdistill.pipeline.rehearsal prepare $(REHEARSAL_INPUTS)
 	$(VENV)/bin/dualdistill run params/rehearsal.yaml
 
 test: setup setup-vllm  ## the whole test suite (unit, notebooks, smoke pipeline, vLLM-on-CPU server)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill import formatting  # noqa: E402
 from dualdistill.config import SFTConfig, TinyModelConfig, load_config  # noqa: E402
-from dualdistill.formatting import Segment  # noqa: E402
-from dualdistill.grading import grade  # noqa: E402
-from dualdistill.sft import train_sft  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.formats.formatting import Segment  # noqa: E402
+from dualdistill.grading.grader import grade  # noqa: E402
+from dualdistill.training.sft import train_sft  # noqa: E402
 from dualdistill.world import generate_split, tokenizer_corpus  # noqa: E402
 from dualdistill.world.families import NearPair, family_names  # noqa: E402
 from dualdistill.world.teachers import agent_program  # noqa: E402
@@ -101,7 +101,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="copy_calibration_"))
     base = Path(args.base) if args.base else None
     if base is None:
-        from dualdistill.tiny import build_tiny
+        from dualdistill.training.tiny_model import build_tiny
 
         base = build_tiny(cfg.student.tiny or TinyModelConfig(), work / "base", tokenizer_corpus(cfg.world))
     families = INSIGHT + (EITHER if args.mix != "none" else [])

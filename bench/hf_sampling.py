@@ -20,11 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill import formatting, tool_loop  # noqa: E402
-from dualdistill import policy as policy_mod  # noqa: E402
-from dualdistill.config import PolicyConfig, load_config  # noqa: E402
-from dualdistill.policy import build_policy  # noqa: E402
-from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool  # noqa: E402
+from dualdistill.config import PolicyConfig, SamplingSettings, load_config  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.rollout import policy as policy_mod  # noqa: E402
+from dualdistill.rollout import tool_loop  # noqa: E402
+from dualdistill.rollout.policy import build_policy  # noqa: E402
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories  # noqa: E402
+from dualdistill.sandbox.pool import make_sandbox_pool  # noqa: E402
 from dualdistill.world.families import generate_split  # noqa: E402
 
 
@@ -60,8 +62,7 @@ def main() -> None:
         sizes.clear()
         pool = make_sandbox_pool(cfg.sandbox)
         t0 = time.perf_counter()
-        trajs = generate_trajectories(policy, items, budget=768, max_code_calls=4, temperature=0.6, sandbox_pool=pool,
-                                      seed=0, progress=False, max_in_flight=window)
+        trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=4, temperature=0.6, max_in_flight=window), budget=768, sandbox_pool=pool, seed=0, progress=False)
         seconds = time.perf_counter() - t0
         pool.close()
         hist = sorted(Counter(sizes).items(), key=lambda kv: -kv[1])[:5]

@@ -1,4 +1,4 @@
-"""Benchmark: exact loss masks (dualdistill.masking) vs the official dataloader itself vs the floor.
+"""Benchmark: exact loss masks (dualdistill.training.masking) vs the official dataloader itself vs the floor.
 
     .venv/bin/python bench/masking_bench.py --reference ../shared/reference/DualDistill
     .venv/bin/python bench/masking_bench.py --reference PATH --sizes 16384 --json out.json
@@ -17,7 +17,7 @@ attempt ended by the text→code sentence, think / code / executor rounds, an an
   Timed once per size (it is quadratic in the text length). Its labels are compared with ours: the
   differences are the boundary tokens ``dualdistill/masking.py`` documents.
 
-The tokenizer is the tiny student's pipeline (``dualdistill.tiny.train_tokenizer``: Qwen2 split
+The tokenizer is the tiny student's pipeline (``dualdistill.training.tiny_model.train_tokenizer``: Qwen2 split
 regex, byte-level BPE, tags as added tokens) trained here on generated text with a ~32k vocabulary;
 it adds no BOS (the prompt is built without one, so both sides see the same ids).
 """
@@ -38,10 +38,10 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill import formatting as F  # noqa: E402
-from dualdistill import official  # noqa: E402
-from dualdistill.formatting import Segment  # noqa: E402
-from dualdistill.masking import tokenize_with_labels  # noqa: E402
+from dualdistill.formats import formatting as F  # noqa: E402
+from dualdistill.formats import official  # noqa: E402
+from dualdistill.formats.formatting import Segment  # noqa: E402
+from dualdistill.training.masking import tokenize_with_labels  # noqa: E402
 
 SYLLABLES = ["ka", "ro", "mi", "ten", "sol", "var", "qu", "ex", "pli", "den", "tor", "al", "ne", "sum", "pro", "ject",
              "mod", "ul", "ar", "fac", "tor", "ial", "pri", "me", "the", "re", "fore", "con", "gru", "ent", "di", "vis"]
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
 
-    from dualdistill.tiny import train_tokenizer
+    from dualdistill.training.tiny_model import train_tokenizer
 
     dataloader = load_official_dataloader(args.reference) if args.reference else None
     rng = random.Random(args.seed)

@@ -13,11 +13,12 @@ import argparse
 import tempfile
 import time
 
-from dualdistill import formatting
-from dualdistill.config import PolicyConfig, config_from_dict
-from dualdistill.policy import build_policy
-from dualdistill.teacher_rollouts import run_teacher_rollouts
-from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
+from dualdistill.config import PolicyConfig, SamplingSettings, config_from_dict
+from dualdistill.formats import formatting
+from dualdistill.rollout.policy import build_policy
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
+from dualdistill.sandbox.pool import make_sandbox_pool
+from dualdistill.stages.teacher_rollouts import run_teacher_rollouts
 from dualdistill.world import generate_split
 
 
@@ -46,8 +47,7 @@ def main() -> None:
                 policy = build_policy(PolicyConfig(backend="scripted", model=teacher), seed=0)
                 items = [RolloutItem(p, formatting.build_prompt(p.problem, code=tools), teacher) for p in problems]
                 t0 = time.perf_counter()
-                trajs = generate_trajectories(policy, items, budget=args.budget, max_code_calls=10,
-                                              temperature=0.6, sandbox_pool=pool, tools=tools, desc=teacher)
+                trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=10, temperature=0.6), budget=args.budget, sandbox_pool=pool, tools=tools, desc=teacher)
                 dt = time.perf_counter() - t0
                 calls = sum(t.n_code_calls for t in trajs)
                 timeouts = sum(t.n_code_timeouts for t in trajs)

@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill.sandbox import PythonSandbox, SandboxPool  # noqa: E402
+from dualdistill.sandbox.pool import SandboxPool  # noqa: E402
+from dualdistill.sandbox.python_sandbox import PythonSandbox  # noqa: E402
 
 TIMEOUT = 60.0  # every limit is on; a generous wall clock: a loaded machine can stall an import for seconds
 CELLS = [

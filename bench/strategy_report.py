@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill import formatting  # noqa: E402
-from dualdistill.metrics import latest_per_sample  # noqa: E402
-from dualdistill.store import read_jsonl  # noqa: E402
+from dualdistill.common.store import read_jsonl  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.report.metrics import latest_per_sample  # noqa: E402
 from dualdistill.world.families import NearPair  # noqa: E402
 
 OPERANDS = {"modpow": ("a", "b", "m"), "digit_sum_power": ("a", "b"), "digit_count": ("N", "s")}

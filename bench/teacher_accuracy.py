@@ -3,7 +3,7 @@
     .venv/bin/python bench/teacher_accuracy.py --per-family 50 --split train --workers 8 [--tiny]
 
 Both teachers answer the same problems as first teacher under the real tool loop
-(``dualdistill.tool_loop``) with a ``SandboxPool``; answers are graded with ``dualdistill.grading``.
+(``dualdistill.rollout.tool_loop``) with a ``SandboxPool``; answers are graded with ``dualdistill.grading.grader``.
 Prints one row per family (accuracy, code calls, timeouts/errors, mean tokens) and the subset means;
 ``--tiny`` also times building the tiny Qwen2 student (tokenizer + model) from the world corpus.
 """
@@ -20,21 +20,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualdistill import formatting  # noqa: E402
-from dualdistill.config import PolicyConfig, TinyModelConfig, WorldConfig  # noqa: E402
-from dualdistill.policy import build_policy  # noqa: E402
-from dualdistill.tool_loop import RolloutItem, generate_trajectories  # noqa: E402
+from dualdistill.config import PolicyConfig, SamplingSettings, TinyModelConfig, WorldConfig  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.rollout.policy import build_policy  # noqa: E402
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories  # noqa: E402
 from dualdistill.world import FAMILIES, generate_split, tokenizer_corpus  # noqa: E402
 
 try:
-    from dualdistill.grading import grade
+    from dualdistill.grading.grader import grade
 except ImportError:  # grading.py not there yet: the final boxed answer must equal the gold answer
     def grade(response: str, gold: str) -> bool:
         return formatting.extract_final_answer(response) == gold
 
 
 def time_tiny_build(world: WorldConfig) -> dict[str, float]:
-    from dualdistill.tiny import build_tiny, read_build_meta
+    from dualdistill.training.tiny_model import build_tiny, read_build_meta
 
     t0 = time.perf_counter()
     corpus = tokenizer_corpus(world)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the figures to this JSON file")
     args = ap.parse_args(argv)
 
-    from dualdistill.sandbox import SandboxPool
+    from dualdistill.sandbox.pool import SandboxPool
 
     world = WorldConfig(seed=args.seed)
     problems = generate_split(args.split, n=args.per_family * len(FAMILIES), world=world)
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
             items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first")
                      for p in problems]
             t0 = time.perf_counter()
-            trajs = generate_trajectories(policy, items, budget=args.budget, max_code_calls=10, temperature=0.6,
-                                          sandbox_pool=pool, seed=args.seed, desc=f"{kind} teacher")
+            trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=10, temperature=0.6), budget=args.budget, sandbox_pool=pool, seed=args.seed, desc=f"{kind} teacher")
             timing[kind] = round(time.perf_counter() - t0, 1)
             by_family: dict[str, list] = defaultdict(list)
             for p, t in zip(problems, trajs, strict=True):

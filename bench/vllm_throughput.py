@@ -1,13 +1,13 @@
 """Throughput of the vLLM-on-CPU server through ``OpenAIPolicy``: N concurrent requests vs one at a time,
-and tool-using trajectories through the real tool loop (``dualdistill.tool_loop``).
+and tool-using trajectories through the real tool loop (``dualdistill.rollout.tool_loop``).
 
     .venv/bin/python bench/vllm_throughput.py                       # defaults below, ~4 min on 2 cores
     .venv/bin/python bench/vllm_throughput.py --model DIR --requests 64 --max-tokens 256 --concurrency 1 8 32
 
 Part 1 (plain generation): a randomly initialised Qwen2 of the embedded default's size (hidden 256,
-4 layers; ``dualdistill.tiny.build_tiny``) or ``--model``; every request asks for exactly
+4 layers; ``dualdistill.training.tiny_model.build_tiny``) or ``--model``; every request asks for exactly
 ``--max-tokens`` tokens (``ignore_eos``), so tokens/s compare like with like.
-Part 2 (tool loop, needs ``dualdistill.sandbox``): the scripted tiny model of
+Part 2 (tool loop, needs ``dualdistill.sandbox.python_sandbox``): the scripted tiny model of
 ``tests/helpers_tiny.py`` writes ``<code>print(42)</code>`` after every newline, so each trajectory
 makes ``--code-calls`` real sandbox calls; reports trajectories/s and tokens/s with one trajectory in
 flight vs the largest ``--concurrency``, and beside each the same server's tokens/s on plain
@@ -32,11 +32,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dualdistill import formatting  # noqa: E402
-from dualdistill.backends.openai_api import OpenAIPolicy  # noqa: E402
-from dualdistill.config import PolicyConfig, TinyModelConfig  # noqa: E402
-from dualdistill.policy import GenerationRequest  # noqa: E402
-from dualdistill.vllm_server import VLLMServer  # noqa: E402
+from dualdistill.config import PolicyConfig, SamplingSettings, TinyModelConfig  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.rollout.backends.openai_api import OpenAIPolicy  # noqa: E402
+from dualdistill.rollout.backends.vllm_server import VLLMServer  # noqa: E402
+from dualdistill.rollout.policy import GenerationRequest  # noqa: E402
 
 CORPUS = [
     formatting.build_prompt("What is the remainder of 2**100 modulo 7?", code=True),
@@ -86,8 +86,9 @@ def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: 
     """Trajectories/s through the tool loop with real sandbox calls (None when there is no sandbox)."""
     try:
         from dualdistill.config import SandboxConfig
-        from dualdistill.problem import Problem
-        from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
+        from dualdistill.formats.problem import Problem
+        from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
+        from dualdistill.sandbox.pool import make_sandbox_pool
 
         pool = make_sandbox_pool(SandboxConfig(workers=min(4, n)))
     except ImportError as err:
@@ -99,8 +100,7 @@ def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: 
     try:
         with policy_for(server, concurrency) as policy:
             t0 = time.perf_counter()
-            trajs = generate_trajectories(policy, items, budget=1024, max_code_calls=code_calls, temperature=0.6,
-                                          sandbox_pool=pool, progress=False, max_in_flight=concurrency)
+            trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=code_calls, temperature=0.6, max_in_flight=concurrency), budget=1024, sandbox_pool=pool, progress=False)
             wall = time.perf_counter() - t0
     finally:
         pool.close()
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_dir = Path(args.model) if args.model else None
     if model_dir is None:
-        from dualdistill.tiny import ensure_tiny
+        from dualdistill.training.tiny_model import ensure_tiny
 
         heads = max(1, args.hidden // 64)
         tiny = TinyModelConfig(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=heads,

@@ -7,7 +7,7 @@
     dualdistill push params/X.yaml --model S1 --repo-id you/agentic-r1-tiny [--dataset t1]
 
 A stage command runs the same function as ``python -m dualdistill.<module> params/X.yaml`` and as
-the stage's notebook (``dualdistill.stages`` is the one table of stages).
+the stage's notebook (``dualdistill.artifacts.stage_table`` is the one table of stages).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import logging
 import sys
 from typing import Any
 
-from dualdistill import entry
+from dualdistill.artifacts.stage_table import STAGES, get_stage
 from dualdistill.config import ConfigError, load_config, parse_override
-from dualdistill.runner import StageFailed, run_pipeline
-from dualdistill.sharing import push_to_hub
-from dualdistill.stages import STAGES, get_stage
-from dualdistill.student import prepare_student
+from dualdistill.pipeline.papermill_runner import StageFailed, run_pipeline
+from dualdistill.pipeline.sharing import push_to_hub
+from dualdistill.stages import entry
+from dualdistill.training.student import prepare_student
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stage {r.stage}: {r.status} ({r.seconds:.0f} s) -> {r.notebook}")
             return 0
         if args.command == "sweep":
-            from dualdistill.sweep import parse_grid, run_sweep, sweep_table
+            from dualdistill.pipeline.sweep import parse_grid, run_sweep
+            from dualdistill.report.tables import sweep_table
 
             try:
                 result = run_sweep(args.params, parse_grid(args.grid), overrides, progress=not args.quiet)

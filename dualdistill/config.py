@@ -15,9 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dualdistill import formatting
-from dualdistill.hashing import stable_hash
-from dualdistill.store import write_atomic
+from dualdistill.common.hashing import stable_hash
+from dualdistill.common.store import write_atomic
+from dualdistill.formats import formatting
 
 
 class ConfigError(ValueError):
@@ -115,20 +115,36 @@ class PolicyConfig(Strict):
     extra: dict[str, Any] = Field(
         default_factory=dict, description="backend-specific options, e.g. vllm: {engine: {gpu_memory_utilization: 0.85, "
         "max_model_len: 20480}} (engine arguments); vllm-server: {python, engine, env, startup_timeout} "
-        "(backends/vllm_served.py); hf: generate keyword arguments; openai: see its module")
+        "(rollout/backends/vllm_server.py); hf: generate keyword arguments; openai: see its module")
     serve: ServeConfig | None = Field(
         None, exclude_if=lambda v: v is None,  # unset: not in dumps, so the hashes of existing runs stay as they were
         description="a local server this policy talks to, started with the policy and stopped when it closes "
         "(e.g. a stand-in endpoint; base_url then defaults to it)")
 
 
-class TeachersConfig(Strict):
+class SamplingSettings(Strict):
+    """How the tool loop samples. The sections that sample (``teachers``, ``self_distill``, ``eval``) are
+    each these fields plus their own, and hand them to the recorder and the loop as one object
+    (:meth:`sampling`)."""
+
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
+    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
+    max_code_calls: int = Field(10, ge=0, description="code calls per trajectory (paper: 10)")
+    max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
+                               "runs 256-1,024 sequences at once; the hf backend takes at most one batch, "
+                               "student.batch_size); a runtime knob, in no hash")
+
+    def sampling(self) -> SamplingSettings:
+        """These fields alone, as one :class:`SamplingSettings`."""
+        return SamplingSettings.model_validate(self.model_dump(include=set(SamplingSettings.model_fields)))
+
+
+class TeachersConfig(SamplingSettings):
     text: PolicyConfig = Field(default_factory=lambda: PolicyConfig(backend="scripted", model="text"))
     agent: PolicyConfig = Field(default_factory=lambda: PolicyConfig(backend="scripted", model="agent"))
     first_agent_prob: float = Field(0.5, ge=0, le=1, description="P(z=1): the agentic teacher goes first")
-    temperature: float = Field(0.6, ge=0)
     budget: int = Field(4096, ge=16, description="token budget per trajectory (executor tokens count)")
-    max_code_calls: int = Field(10, ge=0)
     samples: int = Field(1, ge=1, description="rollout pairs per problem")
 
 
@@ -321,17 +337,11 @@ class SFTConfig(Strict):
 StudentConfig.model_rebuild()
 
 
-class SelfDistillConfig(Strict):
+class SelfDistillConfig(SamplingSettings):
     k: int = Field(16, ge=1, description="samples per training problem")
     beta1: float = Field(0.0, ge=0, le=1, description="ḡ > β1: add a verification example")
     beta2: float = Field(0.9, ge=0, le=1, description="ḡ < β2: add a correction example")
-    temperature: float = Field(0.6, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
-    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
-    max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
-                               "runs 256-1,024 sequences at once; the hf backend takes at most one batch, student.batch_size)")
     budget: int = Field(4096, ge=16)
-    max_code_calls: int = Field(10, ge=0)
     pick: Literal["random", "shortest", "first"] = "random"
     max_problems: int | None = Field(None, ge=1)
     sft: SFTConfig | None = Field(None, description="SFT of S1 on T2 (default: the sft section)")
@@ -358,16 +368,10 @@ class EvalModel(Strict):
                                 "e.g. more for the models a paired difference compares, fewer for the others")
 
 
-class EvalConfig(Strict):
+class EvalConfig(SamplingSettings):
     models: list[str | EvalModel] = Field(default_factory=lambda: ["S0", "S1", "S2"])
     budgets: dict[str, int] = Field(default_factory=lambda: {"S": 4096, "L": 16384}, description="budget name -> tokens (L: not confirmed by the paper)")
     samples: int = Field(5, ge=1)
-    temperature: float = Field(0.6, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
-    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
-    max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
-                               "runs 256-1,024 sequences at once; the hf backend takes at most one batch, student.batch_size)")
-    max_code_calls: int = Field(10, ge=0)
     tools: bool = True
     limit: int | None = Field(None, ge=1, description="problems per benchmark")
     seed: int = 0

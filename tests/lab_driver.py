@@ -210,9 +210,9 @@ def set_slider(page: Any, description: str, value: float) -> None:
 
 
 def counts_line(beta1: float, beta2: float, counts: dict[str, int]) -> str:
-    """The explorer's counts line as the page shows it (``dualdistill.explorer.counts_html``)."""
+    """The explorer's counts line as the page shows it (``dualdistill.report.explorer.counts_html``)."""
     import re
 
-    from dualdistill.explorer import counts_html
+    from dualdistill.report.explorer import counts_html
 
     return re.sub(r"<[^>]+>", "", counts_html(counts, beta1, beta2))

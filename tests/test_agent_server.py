@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.config import PolicyConfig, SandboxConfig
-from dualdistill.policy import build_policy
-from dualdistill.server_process import ServerError, group_alive
-from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
+from dualdistill.config import PolicyConfig, SamplingSettings, SandboxConfig
+from dualdistill.formats import formatting
+from dualdistill.rollout.policy import build_policy
+from dualdistill.rollout.server_process import ServerError, group_alive
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
+from dualdistill.sandbox.pool import make_sandbox_pool
 from dualdistill.world import generate_split
 from dualdistill.world.agent_server import OBSERVATION_PREFIX, UnknownProblem, WorldAgent, completion
 from dualdistill.world.teachers import agent_program
@@ -90,10 +91,8 @@ def test_codeact_against_the_served_agent_in_the_tool_loop(problems: list, world
     assert policy.describe()["chat"]["base_url"] == f"http://127.0.0.1:{port}/v1"
     items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="agent") for p in problems]
     with contextlib.closing(make_sandbox_pool(SandboxConfig(timeout=1.0, workers=2))) as pool:
-        trajs = generate_trajectories(policy, items, budget=2048, max_code_calls=4, temperature=0.6, sandbox_pool=pool,
-                                      progress=False)
-        again = generate_trajectories(policy, items[:2], budget=2048, max_code_calls=4, temperature=0.6,
-                                      sandbox_pool=pool, progress=False)
+        trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=4, temperature=0.6), budget=2048, sandbox_pool=pool, progress=False)
+        again = generate_trajectories(policy, items[:2], SamplingSettings(max_code_calls=4, temperature=0.6), budget=2048, sandbox_pool=pool, progress=False)
     policy.close()
     assert not server.is_running() and not group_alive(pid) and not _port_open(port)
     for p, t in zip(problems, trajs, strict=True):

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill import analysis, selection, tables
-from dualdistill.artifacts import RunPaths, read_metrics
+from dualdistill.algorithm import selection
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import read_jsonl
 from dualdistill.config import load_config
+from dualdistill.report import tables
+from dualdistill.stages import analysis
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "analysis"
@@ -160,14 +164,14 @@ def test_analysis_reads_stage05s_summary_not_the_records(fixture_cfg):
 def test_gbar_of_stage06_is_stage04s_after_k_is_lowered(fixture_cfg):
     """Stage 04 and stage 06 count ḡ over the same current samples: with K lowered to 2, both use the
     first 2 samples of each problem (the fixture has 4), not every record of the file."""
-    from dualdistill.selection import gbar_by_problem, gbar_histogram, group_by_problem
-    from dualdistill.self_distillation import self_distill
+    from dualdistill.algorithm.selection import gbar_by_problem, gbar_histogram, group_by_problem
+    from dualdistill.stages.self_distillation import self_distill
 
     cfg = fixture_cfg.model_copy(update={"self_distill": fixture_cfg.self_distill.model_copy(update={"k": 2})})
     stage04 = self_distill(cfg, until="sample", progress=False)  # nothing to sample: all cached
     stage06 = analysis.run(cfg, progress=False)["metrics"]
     assert stage06["gbar_hist"] == stage04["gbar_hist"] == {"0.000": 2, "0.500": 1, "1.000": 5}
-    every_record = gbar_by_problem(group_by_problem(analysis.read_jsonl(RunPaths.of(cfg).sd_samples)))
+    every_record = gbar_by_problem(group_by_problem(read_jsonl(RunPaths.of(cfg).sd_samples)))
     assert gbar_histogram(every_record.values()) != stage06["gbar_hist"]  # what stage 06 used to count
 
 
@@ -185,7 +189,7 @@ def test_committed_fixture_matches_its_generator(tmp_path):
 def test_notebook_06_on_fixture(tmp_path):
     """papermill runs the notebook with the default "python3" kernel: jupyter_client starts a
     kernel spec whose argv is "python" with the interpreter running papermill (this venv)."""
-    from dualdistill.runner import execute_notebook
+    from dualdistill.pipeline.papermill_runner import execute_notebook
 
     shutil.copytree(FIXTURE / "run", tmp_path / "outputs" / "fixture")
     out_nb = tmp_path / "06_analysis.ipynb"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.config import PolicyConfig
-from dualdistill.policy import BACKENDS, GenerationRequest, Policy, _resolve, build_policy
-from dualdistill.problem import Problem
+from dualdistill.config import PolicyConfig, SamplingSettings
+from dualdistill.formats import formatting
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.policy import BACKENDS, GenerationRequest, Policy, _resolve, build_policy
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def req(prompt: str, n: int, stop=(), temperature: float = 0.0, seed=None) -> Ge
 
 
 def test_hf_builds_from_the_registry(hf):
-    from dualdistill.backends.hf import HFPolicy
+    from dualdistill.rollout.backends.hf import HFPolicy
 
     assert isinstance(hf, HFPolicy) and isinstance(hf, Policy)
     assert hf.count_tokens("print(42)</code>") == 8
@@ -106,7 +106,7 @@ def replay_req(p: Problem, sample=0, n=4096, stop=("</answer>",)) -> GenerationR
 
 
 def test_r1_traces_become_canonical_segments():
-    from dualdistill.backends.replay import r1_to_segments
+    from dualdistill.formats.formatting import r1_to_segments
 
     segs = r1_to_segments(R1)
     assert [(s.kind, s.text) for s in segs] == [("think", "Okay, 6 times 7.\nThat is 42."),
@@ -120,7 +120,7 @@ def test_r1_traces_become_canonical_segments():
 
 
 def test_replay_from_meta_uses_field_by_sample():
-    from dualdistill.backends.replay import r1_to_segments
+    from dualdistill.formats.formatting import r1_to_segments
 
     policy = build_policy(PolicyConfig(backend="replay", replay_fields=["a", "b"]))
     p = problem(a=R1, b=R1_NO_BOX_IN_ANSWER)
@@ -158,13 +158,11 @@ def test_replay_budget_and_diverged_completion():
 
 
 def test_replay_in_the_tool_loop_gives_a_valid_text_trajectory():
-    from dualdistill.tool_loop import RolloutItem, generate_trajectories
+    from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
 
     policy = build_policy(PolicyConfig(backend="replay", replay_fields=["a"]))
     p = problem(a=R1)
-    [t] = generate_trajectories(policy, [RolloutItem(p, formatting.build_prompt(p.problem, code=False), "text")],
-                                budget=4096, max_code_calls=10, temperature=0.6, sandbox_pool=None, tools=False,
-                                progress=False)
+    [t] = generate_trajectories(policy, [RolloutItem(p, formatting.build_prompt(p.problem, code=False), "text")], SamplingSettings(max_code_calls=10, temperature=0.6), budget=4096, sandbox_pool=None, tools=False, progress=False)
     assert t.finish_reason == "answer" and t.format_valid and t.final_answer == "42"
     assert [s.kind for s in t.segments] == ["think", "answer"]
     assert t.n_tokens == t.n_generated_tokens == policy.count_tokens(t.completion[len("<think>\n"):])

@@ -1,5 +1,5 @@
 """The CodeAct teacher: hand-written chat transcripts and OpenHands events → student segments, and
-``CodeActPolicy`` driving a scripted chat model through the real tool loop (``dualdistill.tool_loop``)
+``CodeActPolicy`` driving a scripted chat model through the real tool loop (``dualdistill.rollout.tool_loop``)
 with the project's sandbox."""
 
 from __future__ import annotations
@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.backends.codeact import (
+from dualdistill.config import PolicyConfig, SamplingSettings
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import Segment
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.backends.codeact import (
     CHAT_STOPS,
     CodeActPolicy,
     codeact_transcript_to_segments,
@@ -17,11 +20,8 @@ from dualdistill.backends.codeact import (
     output_status,
     segments_to_messages,
 )
-from dualdistill.config import PolicyConfig
-from dualdistill.formatting import Segment
-from dualdistill.policy import Generation, GenerationRequest, build_policy
-from dualdistill.problem import Problem
-from dualdistill.tool_loop import RolloutItem, generate_trajectories
+from dualdistill.rollout.policy import Generation, GenerationRequest, build_policy
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "<stdin>", line 1, in <module>\nNameError: name \'y\' is not defined'
 
@@ -154,7 +154,7 @@ class ScriptedChat:
 @pytest.fixture(scope="module")
 def pool() -> Any:
     from dualdistill.config import SandboxConfig
-    from dualdistill.tool_loop import make_sandbox_pool
+    from dualdistill.sandbox.pool import make_sandbox_pool
 
     p = make_sandbox_pool(SandboxConfig(workers=1))
     yield p
@@ -167,8 +167,7 @@ def test_codeact_policy_in_the_tool_loop(pool: Any) -> None:
         policy = CodeActPolicy(chat)
         problem = Problem(id="p1", problem="What is 6*7?", answer="42", source="test")
         item = RolloutItem(problem=problem, prompt=formatting.build_prompt(problem.problem, code=True), role="first")
-        [traj] = generate_trajectories(policy, [item], budget=400, max_code_calls=3, temperature=0.6,
-                                       sandbox_pool=pool, progress=False)
+        [traj] = generate_trajectories(policy, [item], SamplingSettings(max_code_calls=3, temperature=0.6), budget=400, sandbox_pool=pool, progress=False)
         assert traj.finish_reason == "answer", traj
         assert kinds(traj.segments) == [
             ("think", "I'll compute 6*7."),

@@ -8,12 +8,16 @@ import logging
 import pytest
 import yaml
 
-from dualdistill import compose as C
-from dualdistill import formatting as F
-from dualdistill.artifacts import RunPaths, read_metrics, rollout_hash, teacher_records
+from dualdistill.algorithm import composition as C
+from dualdistill.artifacts.current import teacher_records
+from dualdistill.artifacts.identity import rollout_hash
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import JsonlStore, read_jsonl, record_key
 from dualdistill.config import CompositionConfig, config_from_dict
-from dualdistill.formatting import FormatError, Segment
-from dualdistill.store import JsonlStore, read_jsonl, record_key
+from dualdistill.formats import formatting as F
+from dualdistill.formats.formatting import FormatError, Segment
+from dualdistill.stages import compose as compose_stage
 
 TRANSITIONS = dict(F.DEFAULT_TRANSITIONS)
 
@@ -123,7 +127,7 @@ def test_custom_transitions_and_failed_code_meta_kept():
     codes = [sg for sg in segs if sg.kind == "code"]
     assert [c.meta["status"] for c in codes] == ["error", "ok"]
     # the failing block stays masked when the example is tokenized, even with mask policy "never"
-    from dualdistill.masking import IGNORE_INDEX, tokenize_with_labels
+    from dualdistill.training.masking import IGNORE_INDEX, tokenize_with_labels
     from tests.helpers_tiny import train_tokenizer  # a small offline Qwen2-style tokenizer
 
     tok = train_tokenizer()
@@ -241,7 +245,7 @@ def test_balancing_one_group_is_a_warning(caplog):
 
 def test_official_transition_style(tmp_path):
     """Transitions where the official data has them; the stage writes T1 in the official format too."""
-    from dualdistill import official
+    from dualdistill.formats import official
 
     ex = C.compose_pair(*pair("a", "agent", False, True, fail_first=True), TRANSITIONS, "wrong_first",
                         prompt_style="official", transition_style="official")
@@ -259,7 +263,7 @@ def test_official_transition_style(tmp_path):
 
     cfg = make_cfg(tmp_path, composition={"transition_style": "official", "balance": "none"},
                    student={"prompt_style": "official"})
-    summary = C.compose_records(cfg, many(3, 2) + stray)
+    summary = compose_stage.compose_records(cfg, many(3, 2) + stray)
     paths = RunPaths.of(cfg)
     assert summary["dropped"]["invalid_format"] == 1
     assert summary["official_export"] == {"path": str(paths.t1_official), "rows": summary["n_t1"],
@@ -312,7 +316,7 @@ def make_cfg(tmp_path, **extra):
 def test_run_compose_writes_outputs_and_resumes(tmp_path):
     cfg = make_cfg(tmp_path)
     records = many(8, 5) + pair("x", "text", False, False, subset="insight")
-    summary = C.compose_records(cfg, records)
+    summary = compose_stage.compose_records(cfg, records)
     paths = RunPaths.of(cfg)
     t1 = read_jsonl(paths.t1)
     assert summary["n_t1"] == len(t1) == 10 and summary["subsets"] == {"computation": 5, "insight": 5}
@@ -330,24 +334,24 @@ def test_run_compose_writes_outputs_and_resumes(tmp_path):
         F.validate([Segment.from_dict(s) for s in ex["segments"]])
     assert read_metrics(cfg, "02") == json.loads(json.dumps(summary))  # the stage's key figures, on disk
 
-    again = C.compose_records(cfg, records)
+    again = compose_stage.compose_records(cfg, records)
     assert again["skipped"] and again["n_t1"] == 10
-    other = C.compose_records(make_cfg(tmp_path, composition={"balance": "none"}), records)
+    other = compose_stage.compose_records(make_cfg(tmp_path, composition={"balance": "none"}), records)
     assert not other["skipped"] and other["n_t1"] == 13
 
     # deterministic: a fresh directory gives the same file
     cfg2 = make_cfg(tmp_path / "b")
-    C.compose_records(cfg2, list(reversed(records)))
-    C.compose_records(cfg, records)
+    compose_stage.compose_records(cfg2, list(reversed(records)))
+    compose_stage.compose_records(cfg, records)
     assert RunPaths.of(cfg2).t1.read_text() == paths.t1.read_text()
 
 
 def test_run_compose_reads_the_rollout_store_and_cli(tmp_path):
-    from dualdistill.entry import main
+    from dualdistill.stages.entry import main
 
     cfg = make_cfg(tmp_path, composition={"balance": "none"})
     with pytest.raises(FileNotFoundError, match="stage 01 .* has not run for this params file"):
-        C.run(cfg, progress=False)
+        compose_stage.run(cfg, progress=False)
     assert not RunPaths.of(cfg).t1.parent.exists()  # nothing written
     store = JsonlStore(RunPaths.of(cfg).teacher_rollouts)
     h = rollout_hash(cfg)
@@ -365,7 +369,7 @@ def test_baseline_shortfall_is_reported(tmp_path, caplog):
     cfg = make_cfg(tmp_path, composition={"balance": "none", "baseline_fill": False})
     records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
     with caplog.at_level(logging.WARNING):
-        summary = C.compose_records(cfg, records)
+        summary = compose_stage.compose_records(cfg, records)
     assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 1, "requested": 3, "available": 1}
     assert summary["baselines"]["tool_only"]["n"] == 3
     assert "only 1" in caplog.text
@@ -375,7 +379,7 @@ def test_baseline_filled_to_the_same_budget(tmp_path):
     """Default: a baseline with fewer correct trajectories repeats them to train on as many examples as T1."""
     cfg = make_cfg(tmp_path, composition={"balance": "none"})
     records = pair("a", "text", False, True) + pair("b", "text", False, True) + pair("c", "agent", True, True)
-    summary = C.compose_records(cfg, records)
+    summary = compose_stage.compose_records(cfg, records)
     assert summary["baselines"]["text_only"] == {"teacher": "text", "n": 3, "requested": 3, "available": 1}
     examples = read_jsonl(RunPaths.of(cfg).baseline_data("text_only"))
     assert len({e["key"] for e in examples}) == 3 and len({e["problem_id"] for e in examples}) == 1
@@ -393,7 +397,7 @@ def test_read_teacher_records_through_rollouts_counts_failures(tmp_path):
         store.append(dict(r, config_hash="other" if r["problem"]["id"] == "d" else h))
     records = teacher_records(cfg, with_failed=True)
     assert {r["problem"]["id"] for r in records} == {"a", "b", "c"}
-    summary = C.run(cfg, progress=False)
+    summary = compose_stage.run(cfg, progress=False)
     assert summary["n_t1"] == 1 and summary["dropped"] == {"failed_rollout": 2}
 
 
@@ -401,8 +405,8 @@ def test_read_teacher_records_through_rollouts_counts_failures(tmp_path):
 @pytest.mark.slow
 def test_notebook_02_runs_and_writes_its_metrics(tmp_path):
     """Notebook 02 on a hand-made run (rollout records + a tiny student tokenizer)."""
-    from dualdistill.runner import REPO, execute_notebook
-    from dualdistill.tiny import train_tokenizer as tiny_train
+    from dualdistill.pipeline.papermill_runner import REPO, execute_notebook
+    from dualdistill.training.tiny_model import train_tokenizer as tiny_train
 
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"run_name": "nb", "output_dir": str(tmp_path / "out"), "student": {"model": "tiny"},
@@ -419,7 +423,7 @@ def test_notebook_02_runs_and_writes_its_metrics(tmp_path):
     execute_notebook(REPO / "notebooks" / "02_compose_trajectories.ipynb", out_nb,
                      {"params": str(params), "overrides": {}}, progress=False)
     written = read_metrics(cfg, "02")
-    expected = C.run(cfg, progress=False)  # the notebook's outputs are up to date: nothing is redone
+    expected = compose_stage.run(cfg, progress=False)  # the notebook's outputs are up to date: nothing is redone
     assert expected["skipped"]
     assert written["n_t1"] == expected["n_t1"] == 10 and written["subsets"] == {"computation": 5, "insight": 5}
     assert written["cases"] == expected["cases"] and sum(written["cases"].values()) == 10

@@ -22,16 +22,16 @@ import yaml
 
 from bench.sim_engine import SimConfig, SimServer
 from bench.sim_script import trajectory_key
-from dualdistill.artifacts import RunPaths
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import JsonlStore
 from dualdistill.config import load_config
-from dualdistill.store import JsonlStore
 
 REPO = Path(__file__).resolve().parents[1]
 N_PROBLEMS = 48
 SD_SCRIPT = """
 import sys
 from dualdistill.config import load_config
-from dualdistill.self_distillation import self_distill
+from dualdistill.stages.self_distillation import self_distill
 self_distill(load_config(sys.argv[1]), until="sample", progress=False)
 """
 
@@ -63,7 +63,7 @@ def records_path(params: Path, stage: str) -> Path:
 
 def command(params: Path, stage: str) -> list[str]:
     if stage == "evaluate":
-        return [sys.executable, "-m", "dualdistill.evaluation", str(params), "--quiet"]
+        return [sys.executable, "-m", "dualdistill.stages.evaluation", str(params), "--quiet"]
     return [sys.executable, "-c", SD_SCRIPT, str(params)]
 
 

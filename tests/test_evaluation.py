@@ -7,16 +7,21 @@ import json
 
 import pytest
 
-from dualdistill import benchmarks, evaluation, formatting
-from dualdistill.artifacts import SFT_STAMP, MissingStageError, RunPaths, model_fingerprint, read_metrics
-from dualdistill.backends.replay import ReplayPolicy
-from dualdistill.config import DataSource, EvalModel, PolicyConfig, config_from_dict, load_config
-from dualdistill.loaders import load_source
-from dualdistill.metrics import summarize
-from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problem import Problem
-from dualdistill.sampling import Sampling
-from dualdistill.store import JsonlStore
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import MissingStageError, RunPaths
+from dualdistill.common.store import JsonlStore
+from dualdistill.config import DataSource, EvalModel, PolicyConfig, SamplingSettings, config_from_dict, load_config
+from dualdistill.data import benchmarks
+from dualdistill.data.loaders import load_source
+from dualdistill.formats import formatting
+from dualdistill.formats.problem import Problem
+from dualdistill.report import paper_results
+from dualdistill.report.metrics import summarize
+from dualdistill.rollout.backends.replay import ReplayPolicy
+from dualdistill.rollout.policy import Generation, GenerationRequest, Policy
+from dualdistill.rollout.recorder import sampling_record
+from dualdistill.stages import evaluation
+from dualdistill.training.stamp import SFT_STAMP, model_fingerprint
 
 from .conftest import SHARED_FILES
 
@@ -74,7 +79,7 @@ def aime(shared_data) -> list[Problem]:
 @pytest.fixture(scope="module")
 def pool():
     from dualdistill.config import SandboxConfig
-    from dualdistill.tool_loop import make_sandbox_pool
+    from dualdistill.sandbox.pool import make_sandbox_pool
 
     p = make_sandbox_pool(SandboxConfig(workers=2))
     yield p
@@ -83,8 +88,8 @@ def pool():
 
 def evaluate(policy, problems, store, pool, *, temperature=0.6, **kw):
     args = dict(model_name="replayer", benchmark="aime2025", budget_name="S", budget=4096, samples=2,
-                sampling=Sampling(backend="replay", temperature=temperature), tools=True, max_code_calls=4,
-                sandbox_pool=pool, store=store, progress=False)
+                sampling=SamplingSettings(temperature=temperature, max_code_calls=4), backend="replay", seed=0,
+                tools=True, sandbox_pool=pool, store=store, progress=False)
     args.update(kw)
     return evaluation.evaluate_model(policy, problems, **args)
 
@@ -230,7 +235,7 @@ def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
 def test_a_model_with_every_sample_recorded_builds_no_policy(tmp_path, shared_data, aime, monkeypatch):
     """A rerun starts no engine or server for a model it has nothing to sample for (vllm-server: ~30 s
     per model on a CPU), and the run's ledger keeps the entry of the run that sampled."""
-    from dualdistill.artifacts import what_ran
+    from dualdistill.artifacts.ledger import what_ran
 
     replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
     cfg = stage_cfg(tmp_path, shared_data, [{"name": "replayer", "policy": replay, "tools": False}], limit=2)
@@ -287,13 +292,16 @@ def test_eval_hash_and_model_fingerprint(tmp_path):
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"x" * 10)
     pcfg = PolicyConfig(backend="hf", model=str(model))
-    base = dict(budget=4096, sampling=Sampling(backend="hf", temperature=0.6), tools=True, max_code_calls=10)
+    def sampling(backend: str, **kw: float) -> dict:
+        return sampling_record(backend, SamplingSettings(temperature=0.6, **kw), seed=0)
+
+    base = dict(budget=4096, sampling=sampling("hf"), tools=True, max_code_calls=10)
     h = evaluation.eval_hash(pcfg, **base)
     assert h == evaluation.eval_hash(pcfg, **base)
     assert h == evaluation.eval_hash(pcfg.model_copy(update={"max_concurrency": 99}), **base)  # runtime knob
     assert h != evaluation.eval_hash(pcfg, **{**base, "budget": 512})
-    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": Sampling(backend="hf", temperature=0.6, top_p=0.95)})
-    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": Sampling(backend="vllm", temperature=0.6)})
+    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": sampling("hf", top_p=0.95)})
+    assert h != evaluation.eval_hash(pcfg, **{**base, "sampling": sampling("vllm")})
     assert h != evaluation.eval_hash(pcfg, **base, benchmark_version="2")
     assert h != evaluation.eval_hash(pcfg, **base, prompt_style="compact")
     fp = model_fingerprint(model)
@@ -313,7 +321,7 @@ def test_cli_writes_summary(tmp_path, shared_data, aime):
         "eval": {"models": [{"name": "replayer", "policy": replay, "tools": False}], "budgets": {"S": 4096},
                  "samples": 1},
     }))
-    from dualdistill.entry import main
+    from dualdistill.stages.entry import main
 
     assert main("05", [str(params), "--quiet", "--set", "eval.limit=3"]) == 0
     out = read_metrics(load_config(params), "05")
@@ -331,7 +339,7 @@ def test_every_benchmark_resolves_and_loads(name):
     problems = load_source(src)
     assert len(problems) == (bench.n_problems or 6)
     assert benchmarks.benchmark_name(src) == name and bench.version
-    assert bench.paper_column is None or bench.paper_column in benchmarks.PAPER_COLUMNS
+    assert bench.paper_column is None or bench.paper_column in paper_results.PAPER_COLUMNS
     assert bench.build_prompt("Q", code=True) == formatting.build_prompt("Q", code=True)
     assert bench.extract("<answer>\nThe answer is \\boxed{7}\n</answer>\n") == "7"
 
@@ -342,15 +350,15 @@ def test_shared_files_are_all_registered():
     assert benchmarks.benchmark_name(DataSource(kind="dualdistill", path="x/math500_test.jsonl")) == "math500"
     with pytest.raises(KeyError, match="unknown benchmark 'nope'"):
         benchmarks.get_benchmark("nope")
-    for res in benchmarks.PAPER_RESULTS.values():
-        assert set(res) == {*benchmarks.PAPER_COLUMNS, "avg"}
+    for res in paper_results.PAPER_RESULTS.values():
+        assert set(res) == {*paper_results.PAPER_COLUMNS, "avg"}
 
 
 # --- notebook 05 ----------------------------------------------------------------------------------
 def test_notebook_05_with_a_replay_model(tmp_path, shared_data, aime, repo_root):
     """Notebook 05 end to end on 4 AIME problems with a replayed model (papermill, python3 kernel =
     the interpreter running the tests)."""
-    from dualdistill.runner import execute_notebook
+    from dualdistill.pipeline.papermill_runner import execute_notebook
 
     replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
     params = tmp_path / "p.yaml"
@@ -375,9 +383,9 @@ def test_eval_agentic_r1_params_run_on_cpu_with_a_tiny_model(tmp_path, repo_root
     """The code path of ``params/eval-agentic-r1.yaml`` with ``VanishD/Agentic-R1`` replaced by a tiny
     local model on the hf backend: every benchmark, the official evaluation request byte for byte, both
     scores in every record and row, and the paper's rows beside the official-comparable score."""
-    from dualdistill import analysis
-    from dualdistill.artifacts import eval_rows
-    from dualdistill.store import read_jsonl
+    from dualdistill.artifacts.current import eval_rows
+    from dualdistill.common.store import read_jsonl
+    from dualdistill.stages import analysis
     from tests.helpers_tiny import build_scripted_tiny
 
     tiny = build_scripted_tiny(tmp_path / "tiny")["dir"]

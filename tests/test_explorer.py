@@ -11,8 +11,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dualdistill import explorer
-from dualdistill.selection import selection_counts
+from dualdistill.algorithm.selection import selection_counts
+from dualdistill.report import explorer
 
 GBARS = {"p1": 0.0, "p2": 0.25, "p3": 0.5, "p4": 0.75, "p5": 1.0}
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill import formatting as F
-from dualdistill.formatting import FormatError, Segment
+from dualdistill.formats import formatting as F
+from dualdistill.formats.formatting import FormatError, Segment
 
 # block text: any text without tags (may contain newlines, braces, unicode)
 block_text = st.text(

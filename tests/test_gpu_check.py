@@ -21,7 +21,7 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_gpu_check_phases_run_on_cpu_with_the_standin(tmp_path: Path) -> None:
-    from dualdistill.standin import build_standin
+    from dualdistill.training.standin import build_standin
 
     if not VLLM_PYTHON.exists():
         pytest.fail(f"{VLLM_PYTHON} not found: run scripts/setup_vllm_cpu.sh")

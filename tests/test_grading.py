@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dualdistill import grading
-from dualdistill.grading import GradeConfig, GradeResult, answers_equal, grade, grade_many, grade_result
+from dualdistill.grading import grader as grading
+from dualdistill.grading.grader import GradeConfig, GradeResult, answers_equal, grade, grade_many, grade_result
 from tests.conftest import DUALDISTILL_DATA
 from tests.grading_cases import ANSWER_CASES, RESPONSE_CASES
 

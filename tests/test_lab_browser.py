@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.artifacts import self_distill_samples
-from dualdistill.selection import gbar_by_problem, group_by_problem, selection_counts
+from dualdistill.algorithm.selection import gbar_by_problem, group_by_problem, selection_counts
+from dualdistill.artifacts.current import self_distill_samples
 from tests import lab_driver as lab
 from tests.conftest import REPO
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from dualdistill.config import DataSource
-from dualdistill.loaders import load_source, load_sources, remove_near_duplicates
-from dualdistill.problem import MalformedRecordError, Problem, normalize_gold
+from dualdistill.data.loaders import load_source, load_sources, remove_near_duplicates
+from dualdistill.formats.problem import MalformedRecordError, Problem, normalize_gold
 from tests.conftest import SHARED_FILES
 
 
@@ -78,7 +78,7 @@ def test_hf_dataset_offline(tmp_path):
     datasets.Dataset.from_dict(rows).to_parquet(str(parquet))
     src = DataSource(kind="hf", path="parquet", split="train", name="deepmath")
     # data_files are passed through the generic loader of datasets: kind=hf, path=builder name
-    import dualdistill.loaders as P
+    import dualdistill.data.loaders as P
 
     orig = datasets.load_dataset
     try:
@@ -168,7 +168,7 @@ def test_join_missing_rows_and_columns(tmp_path):
 
 def test_train_problems_drop_near_duplicates_of_the_test_sets(tmp_path):
     from dualdistill.config import DataConfig
-    from dualdistill.loaders import train_problems
+    from dualdistill.data.loaders import train_problems
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"problem": t, "answer": 1}) + "\n" for t in (
         "What is the remainder when 2^100 is divided by 7?", "How many primes are below 100?")))

@@ -10,17 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill import formatting as F
-from dualdistill.formatting import Segment
-from dualdistill.masking import (
-    IGNORE_INDEX,
-    code_status,
-    mask_pieces,
-    mask_view_ansi,
-    mask_view_html,
-    tokenize_with_labels,
-    trained_char_spans,
-)
+from dualdistill.formats import formatting as F
+from dualdistill.formats.formatting import Segment
+from dualdistill.report.mask_views import mask_pieces, mask_view_ansi, mask_view_html
+from dualdistill.training.masking import IGNORE_INDEX, code_status, tokenize_with_labels, trained_char_spans
 from tests.helpers_tiny import train_tokenizer
 
 EOS = "<|endoftext|>"
@@ -308,7 +301,7 @@ def _realistic() -> list[tuple[list[Segment], str]]:
 @pytest.fixture(scope="module")
 def tiny_tok():
     """The tiny student's own tokenizer recipe (tags are single added tokens)."""
-    from dualdistill.tiny import train_tokenizer as tiny_train
+    from dualdistill.training.tiny_model import train_tokenizer as tiny_train
 
     return tiny_train(CORPUS + ["".join(F.render(segs) for segs, _ in _realistic())], 600)
 

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from dualdistill import metrics
-from dualdistill.formatting import Segment, answer_text
-from dualdistill.problem import Problem
-from dualdistill.records import SampleRecord
-from dualdistill.trajectory import Trajectory
+from dualdistill.formats.formatting import Segment, answer_text
+from dualdistill.formats.problem import Problem
+from dualdistill.formats.records import SampleRecord
+from dualdistill.formats.trajectory import Trajectory
+from dualdistill.report import metrics
 
 
 # --- pass@k ----------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_malformed_records_name_the_record():
 
 
 def test_gbar_is_the_per_problem_mean_correctness():
-    from dualdistill.selection import gbar_by_problem, group_by_problem
+    from dualdistill.algorithm.selection import gbar_by_problem, group_by_problem
 
     assert gbar_by_problem(group_by_problem(hand_records())) == pytest.approx({"B/1": 2 / 3, "B/2": 0.0, "B/3": 1 / 3})
 

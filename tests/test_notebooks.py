@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dualdistill import notebook
 from dualdistill.config import ConfigError
+from dualdistill.pipeline import notebook
 from tests.conftest import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -53,7 +53,7 @@ def test_parameters_cell_then_start(path):
     code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     assert code[0].metadata.get("tags") == ["parameters"]
     assert 'params = os.environ.get("DUALDISTILL_PARAMS", "params/demo.yaml")' in code[0].source
-    assert "cfg = notebook.start(params, overrides)" in code[1].source
+    assert "import dualdistill as dd" in code[1].source and "cfg = dd.start(params, overrides)" in code[1].source
     assert not any("os.chdir" in c.source or "load_config(" in c.source for c in code)
 
 
@@ -102,7 +102,7 @@ def test_one_line_errors_in_ipython(capsys):
     shell = InteractiveShell.instance()
     try:
         assert notebook.install_error_display(shell)
-        result = shell.run_cell("from dualdistill.artifacts import missing\nfrom pathlib import Path\n"
+        result = shell.run_cell("from dualdistill.artifacts.paths import missing\nfrom pathlib import Path\n"
                                 "raise missing('03', Path('outputs/x/models/S1'), 'model S1')")
     finally:
         InteractiveShell.clear_instance()
@@ -124,7 +124,7 @@ def test_notebook_04_without_stage_03_says_so_in_one_line_and_writes_nothing(tmp
     stage cell with one line naming stage 03 and the path it expected; nothing is written."""
     import papermill
 
-    from dualdistill.runner import execute_notebook
+    from dualdistill.pipeline.papermill_runner import execute_notebook
 
     out = tmp_path / "outputs"
     with pytest.raises(papermill.PapermillExecutionError) as err:

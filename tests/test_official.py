@@ -2,7 +2,7 @@
 
 - prompts: ``build_prompt(style="official" | "official-eval")`` against what the official dataloader,
   evaluation and sampler build, on several problems (unicode, braces, role tags);
-- ``official.score`` against the official ``compute_score`` on the shared test sets' answers;
+- ``official_score.score`` against the official ``compute_score`` on the shared test sets' answers;
 - ``official.parse``/``render`` on trajectories made by the official sampler (scripted server, real
   code execution), the official self-distillation processing script and the official dataloader;
   code statuses against the official dataloader's masks.
@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill import formatting as F
-from dualdistill import official
-from dualdistill.formatting import Segment
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.formats.formatting import Segment
+from dualdistill.grading import official_score
 from tests import official_ref as ref
 from tests.conftest import DUALDISTILL_DATA
 
@@ -223,7 +224,7 @@ def test_score_agrees_with_official_compute_score() -> None:
     verdicts, mismatches = [], []
     for response, gold in cases:
         theirs = compute_score(response, gold) == 1.0
-        ours = official.score(response, gold)
+        ours = official_score.score(response, gold)
         verdicts.append(theirs)
         if ours is not theirs:
             mismatches.append((response, gold, theirs))
@@ -235,9 +236,9 @@ def test_score_agrees_with_official_compute_score() -> None:
 def test_score_in_a_thread_matches_the_main_thread() -> None:
     """math-verify's time limits need the main thread; elsewhere ``score`` runs it without them."""
     cases = _score_cases()[::10]
-    main = [official.score(r, g) for r, g in cases]
+    main = [official_score.score(r, g) for r, g in cases]
     with ThreadPoolExecutor(2) as pool:
-        assert list(pool.map(lambda c: official.score(*c), cases)) == main
+        assert list(pool.map(lambda c: official_score.score(*c), cases)) == main
 
 
 # --- parse / render ---------------------------------------------------------------------------------

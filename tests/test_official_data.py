@@ -8,13 +8,14 @@ import json
 
 import pytest
 
-from dualdistill import compose as C
-from dualdistill import formatting as F
-from dualdistill import official
-from dualdistill.artifacts import RunPaths, read_metrics
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import read_jsonl
 from dualdistill.config import ConfigError, ReleasedT1Config, config_from_dict
-from dualdistill.official_data import export_official, released_examples
-from dualdistill.store import read_jsonl
+from dualdistill.data.official_data import export_official, released_examples
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.stages import compose as compose_stage
 from tests import official_ref as ref
 
 
@@ -100,7 +101,7 @@ def test_a_verify_or_mid_block_sentence_is_not_a_turn_over(tmp_path) -> None:
 def test_stage_02_imports_and_exports_what_the_official_code_reads(tmp_path, released_path: str) -> None:
     cfg = config_from_dict({"run_name": "rel", "output_dir": str(tmp_path / "out"),
                             "student": {"prompt_style": "official"}, "composition": {"released": {"path": released_path}}})
-    summary = C.run(cfg, progress=False)
+    summary = compose_stage.run(cfg, progress=False)
     paths = RunPaths.of(cfg)
     assert summary["n_t1"] == 4 and summary["released"]["refused_by_format_check"] == 2
     assert summary["masked_before_transition"] == 2 and read_metrics(cfg, "02")["n_t1"] == 4
@@ -139,8 +140,8 @@ def test_a_sandbox_timeout_is_not_a_failure_to_the_official_dataloader() -> None
     """What README says of exporting the project's trajectories: the official dataloader finds a failed
     block by markers in its executor text, and the project's sandbox timeout message has none of them,
     so the official trainer trains a timed-out block that the project's masks leave out."""
-    from dualdistill import masking
-    from dualdistill.sandbox import TIMEOUT_MESSAGE
+    from dualdistill.sandbox.python_sandbox import TIMEOUT_MESSAGE
+    from dualdistill.training import masking
 
     segs = [F.Segment("think", "Brute force."), F.Segment("code", "while True: pass", {"status": "timeout"}),
             F.Segment("executor", TIMEOUT_MESSAGE.format(timeout=3.0), {"status": "timeout"}),

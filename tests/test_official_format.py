@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualdistill import formatting as F
-from dualdistill import official
-from dualdistill.formatting import FormatError, Segment
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.formats.formatting import FormatError, Segment
+from dualdistill.grading import official_score
 from tests import official_ref as ref
 
 
@@ -121,9 +122,9 @@ def test_accepted_on_chosen_texts() -> None:
 
 
 def test_verdict_is_score_or_none() -> None:
-    assert official.verdict("<answer>\\boxed{12}</answer>", "2") is True  # the official substring rule
-    assert official.verdict("<answer>\\boxed{7}</answer>", "8") is False
-    assert official.verdict(None, "8") is None  # type: ignore[arg-type]
+    assert official_score.verdict("<answer>\\boxed{12}</answer>", "2") is True  # the official substring rule
+    assert official_score.verdict("<answer>\\boxed{7}</answer>", "8") is False
+    assert official_score.verdict(None, "8") is None  # type: ignore[arg-type]
 
 
 def test_verdict_off_the_main_thread_has_a_deadline() -> None:
@@ -138,9 +139,9 @@ def test_verdict_off_the_main_thread_has_a_deadline() -> None:
              ("<answer>\\boxed{12}</answer>", "2")]
     with ThreadPoolExecutor(1) as pool:
         t0 = time.monotonic()
-        got = [pool.submit(official.verdict, r, g, timeout=10).result() for r, g in cases]
+        got = [pool.submit(official_score.verdict, r, g, timeout=10).result() for r, g in cases]
     assert got[0] in (False, None) and time.monotonic() - t0 < 30
-    assert got[1:] == [official.score(r, g) for r, g in cases[1:]] == [True, False, True]  # as in the main thread
+    assert got[1:] == [official_score.score(r, g) for r, g in cases[1:]] == [True, False, True]  # as in the main thread
 
 
 def test_the_official_executor_doubles_its_replay(tmp_path, monkeypatch) -> None:

@@ -22,13 +22,15 @@ from typing import Any
 
 import pytest
 
-from dualdistill import compose as C
-from dualdistill import formatting as F
-from dualdistill import masking, official, selection
+from dualdistill.algorithm import composition as C
+from dualdistill.algorithm import selection
+from dualdistill.common.store import record_key
 from dualdistill.config import ReleasedT1Config
-from dualdistill.formatting import Segment
-from dualdistill.official_data import official_text, released_example
-from dualdistill.store import record_key
+from dualdistill.data.official_data import official_text, released_example
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.formats.formatting import Segment
+from dualdistill.training import masking
 from tests import official_ref as ref
 
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"

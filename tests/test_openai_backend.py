@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.backends.chat_text import infer_stop, reasoning_to_text, split_r1_prompt
-from dualdistill.backends.openai_api import OpenAIPolicy
 from dualdistill.config import PolicyConfig
-from dualdistill.policy import GenerationRequest, build_policy
+from dualdistill.formats import formatting
+from dualdistill.rollout.backends.chat_text import infer_stop, reasoning_to_text, split_r1_prompt
+from dualdistill.rollout.backends.openai_api import OpenAIPolicy
+from dualdistill.rollout.policy import GenerationRequest, build_policy
 
 SCRIPT = "print(42)</code>\nmore text"
 SECRET = "sk-test-secret-123"

@@ -1,5 +1,6 @@
-"""The package's layout: no import cycle (module level or inside functions), no stage module importing
-another stage module, no module over 600 lines, and a public face that resolves."""
+"""The package's layout: rooms by concern whose imports run one way (module level or inside functions),
+no import cycle, no stage module importing another stage module, no module over 600 lines, every
+subpackage saying what lives in it, and a public face that resolves."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ from pathlib import Path
 import pytest
 
 import dualdistill
-from dualdistill.stages import STAGES
+from dualdistill.artifacts.stage_table import STAGES
+from dualdistill.rollout.policy import BACKENDS
 
 PACKAGE = Path(dualdistill.__file__).resolve().parent
 MAX_LINES = 600
+# The rooms, lowest first: a module may import its own room and the rooms before it, never one after
+# (docs/ARCHITECTURE.md draws this). config and cli are single modules; everything else is a subpackage.
+LAYERS = ("common", "formats", "config", "sandbox", "grading", "rollout", "world", "data", "algorithm",
+          "artifacts", "training", "report", "stages", "pipeline", "cli")
+TOP_LEVEL_MODULES = {"dualdistill", "dualdistill.config", "dualdistill.cli"}  # the face, and the two single rooms
 
 
 def module_name(path: Path) -> str:
@@ -82,13 +89,19 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def room(name: str) -> str:
+    """The room of a module: its subpackage, or the module itself for config and cli."""
+    return name.split(".")[1]
+
+
 def test_the_walker_sees_imports_inside_functions_and_finds_cycles():
-    assert "dualdistill.artifacts" in GRAPH["dualdistill.compose"]
+    assert "dualdistill.artifacts.paths" in GRAPH["dualdistill.stages.compose"]
+    assert "dualdistill.training.tiny_model" in GRAPH["dualdistill.training.student"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    src = "def f():\n    from dualdistill.stages import STAGES\n"
+    src = "def f():\n    from dualdistill.artifacts.stage_table import STAGES\n"
     tree_imports = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
-    assert tree_imports == {"dualdistill.stages"}
+    assert tree_imports == {"dualdistill.artifacts.stage_table"}
 
 
 def test_no_import_cycle():
@@ -96,8 +109,37 @@ def test_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_every_module_lives_in_a_room_that_says_what_it_holds():
+    loose = sorted(m for m, p in MODULES.items() if m not in TOP_LEVEL_MODULES and p.parent == PACKAGE)
+    assert not loose, f"modules outside a subpackage: {loose}"
+    rooms = {room(m) for m in MODULES if m != "dualdistill"}
+    assert rooms == set(LAYERS), f"rooms not in LAYERS: {sorted(rooms - set(LAYERS))}; gone: {sorted(set(LAYERS) - rooms)}"
+    for name in sorted(rooms - {"config", "cli"}):
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text())) or ""
+        assert len(doc.split()) >= 20, f"dualdistill/{name}/__init__.py: say in a paragraph what lives there"
+
+
+def test_imports_between_rooms_run_one_way():
+    order = {r: i for i, r in enumerate(LAYERS)}
+    upward = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() if a != "dualdistill" for b in targets
+                    if b != "dualdistill" and order[room(b)] > order[room(a)])
+    assert not upward, "imports from a lower room to a higher one: " + "; ".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    order = {r: i for i, r in enumerate(LAYERS)}
+    assert order[room("dualdistill.formats.records")] < order[room("dualdistill.stages.compose")]
+    assert order[room("dualdistill.config")] < order[room("dualdistill.sandbox.pool")]
+
+
+def test_every_backend_is_listed_where_the_backends_live():
+    doc = ast.get_docstring(ast.parse((PACKAGE / "rollout" / "backends" / "__init__.py").read_text())) or ""
+    missing = [name for name in BACKENDS if f"``{name}``" not in doc]
+    assert not missing, f"rollout/backends/__init__.py does not list {missing}"
+
+
 def test_no_stage_module_imports_another():
-    stage_modules = {f"dualdistill.{s.module}" for s in STAGES}
+    stage_modules = {f"dualdistill.stages.{s.module}" for s in STAGES}
     bad = {m: sorted(GRAPH[m] & stage_modules) for m in stage_modules if GRAPH[m] & stage_modules}
     assert not bad, f"stage modules import other stages: {bad}"
 
@@ -110,9 +152,9 @@ def test_module_size(name):
 
 def test_every_stage_module_exists_and_has_one_entry():
     for s in STAGES:
-        assert f"dualdistill.{s.module}" in MODULES, s
+        assert f"dualdistill.stages.{s.module}" in MODULES, s
         fn = s.function()
-        assert fn.stage is s and fn.__module__ == f"dualdistill.{s.module}"
+        assert fn.stage is s and fn.__module__ == f"dualdistill.stages.{s.module}"
 
 
 def test_public_face_resolves():

@@ -12,10 +12,11 @@ from collections import Counter
 
 import pytest
 
-from dualdistill.artifacts import RunPaths, read_metrics
-from dualdistill.runner import StageFailed, run_pipeline
-from dualdistill.stages import STAGES
-from dualdistill.store import read_jsonl
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.artifacts.stage_table import STAGES
+from dualdistill.common.store import read_jsonl
+from dualdistill.pipeline.papermill_runner import StageFailed, run_pipeline
 from tests.conftest import SMOKE
 
 MODELS = ["S0", "text_only", "tool_only", "S1", "S2"]

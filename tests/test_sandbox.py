@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill.sandbox import ExecResult, PythonSandbox, SandboxPool, namespaces_available
+from dualdistill.sandbox.pool import SandboxPool
+from dualdistill.sandbox.python_sandbox import ExecResult, PythonSandbox, namespaces_available
 
 REPO = Path(__file__).resolve().parents[1]
 

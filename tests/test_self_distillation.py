@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.artifacts import RunPaths, samples_hash
-from dualdistill.config import DataSource, config_from_dict
-from dualdistill.formatting import Segment
-from dualdistill.policy import Generation, Policy
-from dualdistill.selection import (
+from dualdistill.algorithm.selection import (
     cut_before_answer,
     gbar_by_problem,
     group_by_problem,
@@ -27,8 +22,14 @@ from dualdistill.selection import (
     teacher_solutions_from_problems,
     teacher_solutions_from_records,
 )
-from dualdistill.self_distillation import sample_student
-from dualdistill.store import JsonlStore
+from dualdistill.artifacts.identity import samples_hash
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import JsonlStore
+from dualdistill.config import DataSource, config_from_dict
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import Segment
+from dualdistill.rollout.policy import Generation, Policy
+from dualdistill.stages.self_distillation import sample_student
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DUALDISTILL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -304,7 +305,7 @@ def test_parse_r1_solution(text, kinds, answer):
 
 
 def test_teacher_solutions_from_problems_checks_answers():
-    from dualdistill.problem import Problem
+    from dualdistill.formats.problem import Problem
 
     p = Problem("x/0", "2+2?", "4", "x", meta={"r1_solution_1": "2+2=4</think>\\boxed{4}",
                                                "r1_solution_2": "2+2=5</think>\\boxed{5}"})
@@ -477,8 +478,8 @@ def test_whole_stage_on_a_tiny_model_produces_s2(tmp_path):
     scripted student (another sampling seed, so fresh samples) T2 has both rules and S1 is trained
     on it into S2; a rerun is a no-op."""
     from dualdistill.config import TinyModelConfig
-    from dualdistill.self_distillation import COPY_MARKER, run, self_distill, showcase, status_lines
-    from dualdistill.tiny import build_tiny
+    from dualdistill.stages.self_distillation import COPY_MARKER, run, self_distill, showcase, status_lines
+    from dualdistill.training.tiny_model import build_tiny
     from dualdistill.world import tokenizer_corpus
 
     raw = tiny_cfg(tmp_path)
@@ -541,8 +542,8 @@ def test_malformed_student_attempts_are_not_used():
 def test_replay_mixes_a_seeded_sample_of_t1(tmp_path):
     """replay_t1 = r adds round(r·|T2|) distinct T1 examples (at most all of T1), the same ones on a
     rerun; 0 adds none; a missing T1 is an error naming the stage that writes it."""
-    from dualdistill.self_distillation import replay_examples
-    from dualdistill.store import write_jsonl
+    from dualdistill.common.store import write_jsonl
+    from dualdistill.stages.self_distillation import replay_examples
 
     raw = tiny_cfg(tmp_path)
     cfg = config_from_dict(raw, overrides={"self_distill.replay_t1": 1.5})
@@ -574,8 +575,8 @@ class PromptRecorder(FakeStudent):
 def test_official_style_samples_with_the_official_eval_request_and_writes_official_t2(tmp_path, monkeypatch):
     """``student.prompt_style: official``: the engine continues the official evaluation prompt byte for
     byte (the tool loop prefills its ``<think>\\n``); T2 is written in the official format too."""
-    import dualdistill.self_distillation as SD
-    from dualdistill.store import read_jsonl
+    import dualdistill.stages.self_distillation as SD
+    from dualdistill.common.store import read_jsonl
     from tests import official_ref as ref
 
     base = make_cfg(tmp_path, n=4, k=4).model_dump(mode="json", exclude={"source"})
@@ -602,8 +603,8 @@ def test_official_style_samples_with_the_official_eval_request_and_writes_offici
 def test_self_distillation_problems_exclude_near_duplicates_of_the_test_sets(tmp_path):
     """A training problem removed by stage 01 as a near-duplicate of a test problem is not sampled and
     gets no recorded R1 solution in self-distillation either."""
-    from dualdistill.artifacts import self_distill_problems
-    from dualdistill.self_distillation import load_teacher_solutions
+    from dualdistill.artifacts.current import self_distill_problems
+    from dualdistill.stages.self_distillation import load_teacher_solutions
 
     lines = TRAIN_FILE.read_text().splitlines()[:4]
     (tmp_path / "test.jsonl").write_text(json.dumps({"problem": json.loads(lines[2])["problem"] + " ", "answer": 1}) + "\n")

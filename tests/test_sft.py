@@ -1,4 +1,4 @@
-"""SFT (dualdistill.sft) and stage 03 (dualdistill.teacher_distillation) on a tiny random Qwen2, on CPU.
+"""SFT (dualdistill.training.sft) and stage 03 (dualdistill.stages.teacher_distillation) on a tiny random Qwen2, on CPU.
 
 full / LoRA / QLoRA train with falling loss and merge into a plain model that reloads and generates;
 masked label positions get exactly zero gradient; a crashed run resumes from its last checkpoint
@@ -15,23 +15,23 @@ import pandas as pd
 import pytest
 import torch
 
-from dualdistill import formatting
-from dualdistill.artifacts import RunPaths
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import write_jsonl
 from dualdistill.config import SFTConfig, config_from_dict
-from dualdistill.formatting import Segment
-from dualdistill.store import write_jsonl
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import Segment
 
 
 # --- a tiny model and a few training examples -------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded student's tiny Qwen2 (``dualdistill.tiny.build_tiny``: hidden 32, 2 layers, its
+    """The embedded student's tiny Qwen2 (``dualdistill.training.tiny_model.build_tiny``: hidden 32, 2 layers, its
     own byte-level BPE). Its ``lm_head`` is scaled up 10x: LoRA leaves the head frozen, and at the
     default init scale (0.02) the logits cannot move far enough in a few steps to show learning."""
     from safetensors.torch import load_file, save_file
 
     from dualdistill.config import TinyModelConfig
-    from dualdistill.tiny import build_tiny
+    from dualdistill.training.tiny_model import build_tiny
 
     corpus = [ex["prompt"] + formatting.render([Segment.from_dict(s) for s in ex["segments"]])
               for ex in examples()] * 3
@@ -95,7 +95,7 @@ def _generates(model_dir: Path) -> None:
 def test_tokenize_examples_drops_or_truncates_over_length(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from dualdistill.sft import tokenize_examples
+    from dualdistill.training.sft import tokenize_examples
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     exs = examples()
@@ -115,7 +115,7 @@ def test_tokenize_examples_drops_or_truncates_over_length(tiny_dir: Path) -> Non
 def test_training_example_without_prompt_is_named(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from dualdistill.sft import tokenize_examples
+    from dualdistill.training.sft import tokenize_examples
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     with pytest.raises(ValueError, match="bad-one"):
@@ -130,7 +130,7 @@ def test_masked_positions_receive_no_gradient(tiny_dir: Path, tmp_path: Path) ->
     over trained tokens computed from full logits."""
     from transformers import AutoTokenizer
 
-    from dualdistill.sft import build_trainer, load_model, tokenize_examples, training_args
+    from dualdistill.training.sft import build_trainer, load_model, tokenize_examples, training_args
 
     sft = fast_sft(per_device_train_batch_size=2)
     tok = AutoTokenizer.from_pretrained(tiny_dir)
@@ -182,7 +182,7 @@ def test_masked_positions_receive_no_gradient(tiny_dir: Path, tmp_path: Path) ->
 def test_methods_train_merge_reload_generate(tiny_dir: Path, tmp_path: Path, method: str, lr: float) -> None:
     from safetensors.torch import load_file
 
-    from dualdistill.sft import train_sft
+    from dualdistill.training.sft import train_sft
 
     sft = fast_sft(method=method, learning_rate=lr, max_steps=12)
     model_dir = tmp_path / "model"
@@ -210,7 +210,7 @@ def test_methods_train_merge_reload_generate(tiny_dir: Path, tmp_path: Path, met
 def test_padding_free_and_checkpointing_match_padded_losses_and_packing_trains(tiny_dir: Path, tmp_path: Path) -> None:
     """Padding-free batches (position_ids, no padding) and gradient checkpointing compute the same
     losses as plain padded batches; bfd packing trains."""
-    from dualdistill.sft import train_sft
+    from dualdistill.training.sft import train_sft
 
     def losses(name: str, **kw) -> list[float]:
         train_sft(train_set(), tiny_dir, tmp_path / name, fast_sft(max_steps=4, **kw), device="cpu", progress=False)
@@ -224,7 +224,7 @@ def test_padding_free_and_checkpointing_match_padded_losses_and_packing_trains(t
 
 
 def test_qlora_loads_a_4bit_nf4_base(tiny_dir: Path, tmp_path: Path) -> None:
-    from dualdistill.sft import load_model, training_args
+    from dualdistill.training.sft import load_model, training_args
 
     sft = fast_sft(method="qlora")
     args = training_args(sft, tmp_path, device="cpu", bf16=False, progress=False)
@@ -235,7 +235,7 @@ def test_qlora_loads_a_4bit_nf4_base(tiny_dir: Path, tmp_path: Path) -> None:
 
 
 def test_bf16_on_cpu_is_a_clear_error() -> None:
-    from dualdistill.sft import use_bf16
+    from dualdistill.training.sft import use_bf16
 
     assert use_bf16(fast_sft(bf16=None), "cpu") is False
     with pytest.raises(ValueError, match="bf16"):
@@ -257,7 +257,7 @@ def test_recipe_official_fixes_the_official_numerics() -> None:
 
 
 def test_recipe_official_refuses_several_processes() -> None:
-    from dualdistill.sft import check_recipe
+    from dualdistill.training.sft import check_recipe
 
     check_recipe(SFTConfig(recipe="official"), 1)
     check_recipe(SFTConfig(), 8)  # the project's recipe: global batch = processes x per device x accumulation
@@ -271,7 +271,7 @@ def test_recipe_official_trains_bf16_weights_with_the_official_optimizer(tiny_di
     constant lr, clip 1.0, one example per step."""
     from safetensors import safe_open
 
-    from dualdistill.sft import load_model, official_optimizer, train_sft, training_args
+    from dualdistill.training.sft import load_model, official_optimizer, train_sft, training_args
 
     sft = SFTConfig(recipe="official", learning_rate=3e-3, max_steps=12, max_length=512, logging_steps=1,
                     save_steps=100, gradient_checkpointing=False)
@@ -309,7 +309,7 @@ def test_crash_resume_continues_step_count_and_rerun_skips(tiny_dir: Path, tmp_p
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import TrainerCallback
 
-    import dualdistill.sft as sftmod
+    import dualdistill.training.sft as sftmod
 
     class CrashAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -353,7 +353,7 @@ def test_crash_resume_continues_step_count_and_rerun_skips(tiny_dir: Path, tmp_p
 def test_cli_trains_from_a_params_file(tiny_dir: Path, tmp_path: Path) -> None:
     import yaml
 
-    from dualdistill.sft import main
+    from dualdistill.training.sft import main
 
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"run_name": "cli", "device": "cpu",
@@ -399,8 +399,9 @@ def _write_stage02_outputs(cfg) -> None:
 
 
 def test_stage03_trains_s0_s1_baselines_and_skips_on_rerun(tiny_dir: Path, tmp_path: Path) -> None:
-    from dualdistill.artifacts import model_path, read_metrics
-    from dualdistill.teacher_distillation import loss_curves, run, summary_table
+    from dualdistill.artifacts.ledger import read_metrics
+    from dualdistill.artifacts.paths import model_path
+    from dualdistill.stages.teacher_distillation import loss_curves, run, summary_table
 
     cfg = _stage_cfg(tmp_path)
     paths = RunPaths.of(cfg)
@@ -452,7 +453,7 @@ def test_cli_under_two_processes_trains_once_and_writes_once(tiny_dir: Path, tmp
     write_jsonl(tmp_path / "ex.jsonl", train_set())
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dualdistill.sft", str(params),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dualdistill.training.sft", str(params),
          "--examples", str(tmp_path / "ex.jsonl"), "--base", str(tiny_dir), "--out", str(out)],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -466,8 +467,8 @@ def test_cli_under_two_processes_trains_once_and_writes_once(tiny_dir: Path, tmp
 def test_notebook_03_runs(tiny_dir: Path, tmp_path: Path) -> None:
     import yaml
 
-    from dualdistill.artifacts import read_metrics
-    from dualdistill.runner import REPO, execute_notebook
+    from dualdistill.artifacts.ledger import read_metrics
+    from dualdistill.pipeline.papermill_runner import REPO, execute_notebook
 
     cfg = _stage_cfg(tmp_path)
     shutil.copytree(tiny_dir, RunPaths.of(cfg).tiny_base)

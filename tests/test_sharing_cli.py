@@ -7,10 +7,10 @@ import json
 import pytest
 
 from dualdistill import cli
+from dualdistill.artifacts.stage_table import STAGES, get_stage
 from dualdistill.config import RunConfig
-from dualdistill.runner import NOTEBOOK_DIR, selected_stages
-from dualdistill.sharing import dataset_card, model_card
-from dualdistill.stages import STAGES, get_stage
+from dualdistill.pipeline.papermill_runner import NOTEBOOK_DIR, selected_stages
+from dualdistill.pipeline.sharing import dataset_card, model_card
 
 
 def test_model_card_reports_measured_rows():

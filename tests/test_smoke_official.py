@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from dualdistill import compose, official, teacher_rollouts
-from dualdistill import formatting as F
-from dualdistill.artifacts import RunPaths
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import read_jsonl
 from dualdistill.config import PolicyConfig, load_config
-from dualdistill.policy import build_policy
-from dualdistill.self_distillation import self_distill
-from dualdistill.store import read_jsonl
+from dualdistill.formats import formatting as F
+from dualdistill.formats import official
+from dualdistill.rollout.policy import build_policy
+from dualdistill.stages import compose, teacher_rollouts
+from dualdistill.stages.self_distillation import self_distill
 from tests import official_ref as ref
 
 REPO = Path(__file__).resolve().parents[1]

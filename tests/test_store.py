@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dualdistill.store import CorruptRecordError, JsonlStore, record_key, write_jsonl
+from dualdistill.common.store import CorruptRecordError, JsonlStore, record_key, write_jsonl
 
 
 def test_append_read_keys(tmp_path):

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dualdistill import explorer, sweep
-from dualdistill.artifacts import RunPaths, model_fingerprint, sweep_rows
+from dualdistill.artifacts.current import sweep_rows
+from dualdistill.artifacts.paths import RunPaths
 from dualdistill.cli import main as cli_main
 from dualdistill.config import ConfigError
+from dualdistill.pipeline import sweep
+from dualdistill.report import explorer, figures, tables
+from dualdistill.training.stamp import model_fingerprint
 from tests.conftest import SMOKE
 
 
@@ -73,14 +76,14 @@ ROWS = [_row(b1, b2, 0.6 + 0.1 * b2 - 0.05 * b1, 0.7 - 0.2 * b2) for b1 in (0.0,
 
 
 def test_sweep_table_has_a_line_per_point():
-    md = sweep.sweep_table(ROWS)
+    md = tables.sweep_table(ROWS)
     lines = md.splitlines()
     assert len(lines) == 2 + len(ROWS) and lines[0].startswith("| beta1 | beta2 | T2 (verify/correct) | all: S2 acc")
     assert "| 0 | 0.9 | 90 (10/80) | 69.0 (+9.0 ± 1.0) |" in md
 
 
 def test_plot_sweep_draws_every_subset_and_t2(tmp_path):
-    fig = sweep.plot_sweep(ROWS, tmp_path / "s.png", fields=["self_distill.beta1", "self_distill.beta2"])
+    fig = figures.plot_sweep(ROWS, tmp_path / "s.png", fields=["self_distill.beta1", "self_distill.beta2"])
     titles = [ax.get_title() for ax in fig.axes if ax.axison]
     assert "either: S2 accuracy (%)" in titles and "computation: S2 tool use (%)" in titles
     assert "T2 examples" in titles and fig.axes[0].get_xlabel() == "beta2"  # the field with most values on x

@@ -1,4 +1,4 @@
-"""Stage 01 (dualdistill.teacher_rollouts): pairs, grades, z, records, retries, stage 0, kill -9 resume,
+"""Stage 01 (dualdistill.stages.teacher_rollouts): pairs, grades, z, records, retries, stage 0, kill -9 resume,
 and one stage function whichever way it is called (``python -m``, the CLI, the notebook).
 
 The world's scripted teachers run under the real tool loop and sandbox; failures come from the
@@ -19,14 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dualdistill import formatting
-from dualdistill.artifacts import RunPaths, read_metrics, rollout_hash
-from dualdistill.artifacts import teacher_records as load_teacher_records
+from dualdistill.artifacts.current import teacher_records as load_teacher_records
+from dualdistill.artifacts.identity import rollout_hash
+from dualdistill.artifacts.ledger import read_metrics
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.store import JsonlStore
 from dualdistill.config import config_from_dict
-from dualdistill.grading import grade
-from dualdistill.store import JsonlStore
-from dualdistill.teacher_rollouts import first_teacher, run_stage0_rollouts, run_teacher_rollouts
-from dualdistill.trajectory import Trajectory
+from dualdistill.formats import formatting
+from dualdistill.formats.trajectory import Trajectory
+from dualdistill.grading.grader import grade
+from dualdistill.stages.teacher_rollouts import first_teacher, run_stage0_rollouts, run_teacher_rollouts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +173,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     pfile.write_text(yaml.safe_dump(params))
     cfg = config_from_dict(params)
     path = RunPaths.of(cfg).teacher_rollouts
-    cmd = [sys.executable, "-m", "dualdistill.teacher_rollouts", str(pfile), "--quiet"]
+    cmd = [sys.executable, "-m", "dualdistill.stages.teacher_rollouts", str(pfile), "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -211,11 +213,11 @@ def _deterministic(records: list[dict]) -> list[tuple]:
 
 @pytest.mark.slow
 def test_stage01_is_one_function_whichever_way_it_is_called(tmp_path):
-    """``python -m dualdistill.teacher_rollouts``, ``dualdistill rollouts`` and notebook 01 on fresh
+    """``python -m dualdistill.stages.teacher_rollouts``, ``dualdistill rollouts`` and notebook 01 on fresh
     runs of the same params write the same records (the student is prepared every time) and the same
     metrics.json."""
     from dualdistill import cli
-    from dualdistill.runner import execute_notebook
+    from dualdistill.pipeline.papermill_runner import execute_notebook
 
     runs = {}
     for way in ("module", "cli", "notebook"):
@@ -225,7 +227,7 @@ def test_stage01_is_one_function_whichever_way_it_is_called(tmp_path):
         pfile.write_text(yaml.safe_dump(params))
         if way == "module":
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-            done = subprocess.run([sys.executable, "-m", "dualdistill.teacher_rollouts", str(pfile), "--quiet"],
+            done = subprocess.run([sys.executable, "-m", "dualdistill.stages.teacher_rollouts", str(pfile), "--quiet"],
                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, done.stderr[-3000:]
         elif way == "cli":

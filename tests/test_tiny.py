@@ -6,9 +6,17 @@ import json
 
 import pytest
 
-from dualdistill import formatting
 from dualdistill.config import TinyModelConfig
-from dualdistill.tiny import META_FILE, PAD_TOKEN, TAG_TOKENS, UNK_TOKEN, build_tiny, ensure_tiny, tiny_build_hash
+from dualdistill.formats import formatting
+from dualdistill.training.tiny_model import (
+    META_FILE,
+    PAD_TOKEN,
+    TAG_TOKENS,
+    UNK_TOKEN,
+    build_tiny,
+    ensure_tiny,
+    tiny_build_hash,
+)
 from dualdistill.world import tokenizer_corpus
 
 SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -39,7 +47,7 @@ def _texts(corpus: list[str]) -> list[str]:
 def test_reload_gives_identical_ids_offsets_and_decoding(built, corpus):
     from transformers import AutoTokenizer
 
-    from dualdistill.tiny import train_tokenizer
+    from dualdistill.training.tiny_model import train_tokenizer
 
     fresh = train_tokenizer(corpus, TinyModelConfig().vocab_size)
     tok = AutoTokenizer.from_pretrained(built)

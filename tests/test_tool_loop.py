@@ -1,4 +1,4 @@
-"""The tool loop (dualdistill.tool_loop) with a scripted fake policy (exact chunks) and the hf backend.
+"""The tool loop (dualdistill.rollout.tool_loop) with a scripted fake policy (exact chunks) and the hf backend.
 
 The fake policy plays a fixed list of model turns per problem, honouring the stop strings it is
 asked for and counting one token per character, so segments, budgets and counts are exact. Code
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.formatting import CALL_CAP_NOTICE, Segment
-from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problem import Problem
-from dualdistill.tool_loop import RolloutItem, executor_text, generate_trajectories
+from dualdistill.config import SamplingSettings
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import CALL_CAP_NOTICE, Segment
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.policy import Generation, GenerationRequest, Policy
+from dualdistill.rollout.tool_loop import RolloutItem, executor_text, generate_trajectories
 
 
 class TurnPolicy(Policy):
@@ -62,7 +63,7 @@ def item(pid: str, **context) -> RolloutItem:
 
 @pytest.fixture(scope="module")
 def pool():
-    from dualdistill.sandbox import SandboxPool
+    from dualdistill.sandbox.pool import SandboxPool
 
     p = SandboxPool(2, timeout=3.0, memory_mb=512)
     yield p
@@ -70,9 +71,11 @@ def pool():
 
 
 def run(policy, items, pool, **kw):
-    args = {"budget": 4096, "max_code_calls": 10, "temperature": 0.6, "sandbox_pool": pool, "progress": False}
+    sampling = {k: kw.pop(k) for k in ("temperature", "max_code_calls", "top_p", "top_k", "max_in_flight") if k in kw}
+    settings = SamplingSettings(**{"max_code_calls": 10, "temperature": 0.6, **sampling})
+    args = {"budget": 4096, "sandbox_pool": pool, "progress": False}
     args.update(kw)
-    return generate_trajectories(policy, items, **args)
+    return generate_trajectories(policy, items, settings, **args)
 
 
 CODE_TURN = "Let me compute.\n</think>\n<code>\nx = 6*7\nprint(x)\n</code>\n"
@@ -191,7 +194,7 @@ def test_batched_steps_and_few_sandboxes(pool):
 def test_a_batch_policy_has_at_most_one_batch_in_flight(pool):
     """A batch policy with a batch size (hf) gets at most one batch of trajectories under way, whatever
     max_in_flight says; without a batch size the window is max_in_flight."""
-    from dualdistill.tool_loop import in_flight_window
+    from dualdistill.rollout.tool_loop import in_flight_window
 
     class Batched(TurnPolicy):
         max_batch = 4
@@ -215,7 +218,7 @@ def test_a_batch_policy_has_at_most_one_batch_in_flight(pool):
 def test_one_sandbox_serves_trajectories_in_turn():
     """Regression: all trajectories wait for the only sandbox while its holder finishes; the freed
     sandbox must go to the next one (not a stall)."""
-    from dualdistill.sandbox import SandboxPool
+    from dualdistill.sandbox.pool import SandboxPool
 
     turns = {f"p{i}": [f"</think>\n<code>\nprint({i})\n</code>", ANSWER_TURN] for i in range(3)}
     with SandboxPool(1, timeout=3.0, memory_mb=512) as one:
@@ -240,8 +243,8 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_policy(tiny_dir):
-    from dualdistill.backends.hf import HFPolicy
     from dualdistill.config import PolicyConfig
+    from dualdistill.rollout.backends.hf import HFPolicy
 
     return HFPolicy(PolicyConfig(backend="hf", model=tiny_dir["dir"], max_concurrency=4), device="cpu")
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.config import PolicyConfig, config_from_dict
-from dualdistill.policy import GenerationRequest
-from dualdistill.problem import Problem
-from dualdistill.tool_loop import RolloutItem, generate_trajectories
+from dualdistill.config import PolicyConfig, SamplingSettings, config_from_dict
+from dualdistill.formats import formatting
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.policy import GenerationRequest
+from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
 
 
 @dataclass
@@ -97,8 +97,8 @@ def fake_vllm(monkeypatch):
 
 
 def test_engine_arguments_and_sampling_reach_the_engine(fake_vllm, tmp_path):
-    from dualdistill.sampling import build_model_policy
-    from dualdistill.self_distillation import student_policy_config
+    from dualdistill.rollout.recorder import build_model_policy
+    from dualdistill.stages.self_distillation import student_policy_config
 
     cfg = config_from_dict({
         "run_name": "v", "output_dir": str(tmp_path), "seed": 3,
@@ -125,7 +125,7 @@ def test_engine_arguments_and_sampling_reach_the_engine(fake_vllm, tmp_path):
 
 
 def test_params_max_model_len_wins_and_unknown_extra_is_an_error(fake_vllm):
-    from dualdistill.backends.vllm_local import VLLMPolicy
+    from dualdistill.rollout.backends.vllm_local import VLLMPolicy
 
     VLLMPolicy(PolicyConfig(backend="vllm", model="m", extra={"engine": {"max_model_len": 2048}}),
                max_context=9000).close()
@@ -135,13 +135,12 @@ def test_params_max_model_len_wins_and_unknown_extra_is_an_error(fake_vllm):
 
 
 def test_the_tool_loop_sends_one_request_per_ready_trajectory(fake_vllm):
-    from dualdistill.backends.vllm_local import VLLMPolicy
+    from dualdistill.rollout.backends.vllm_local import VLLMPolicy
 
     policy = VLLMPolicy(PolicyConfig(backend="vllm", model="m"))
     items = [RolloutItem(Problem(f"p{i}", "q", "1", "t"), formatting.build_prompt("q", code=True), "S1", sample=i)
              for i in range(24)]
-    trajs = generate_trajectories(policy, items, budget=256, max_code_calls=2, temperature=0.6, tools=False,
-                                  progress=False, max_in_flight=10)
+    trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=2, temperature=0.6, max_in_flight=10), budget=256, tools=False, progress=False)
     engine = fake_vllm[-1]
     assert all(t.finish_reason == "answer" for t in trajs) and len(engine.requests) == 24
     assert engine.max_in_flight == 10  # continuous batching: the engine saw the whole window at once

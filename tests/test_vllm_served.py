@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from dualdistill.backends import vllm_served
-from dualdistill.backends.vllm_served import VLLMServerPolicy, server_engine_args
 from dualdistill.config import PolicyConfig, config_from_dict
-from dualdistill.policy import GenerationRequest
-from dualdistill.vllm_server import VLLMServer, engine_flags
+from dualdistill.rollout.backends import vllm_server as vllm_served
+from dualdistill.rollout.backends.vllm_server import VLLMServer, VLLMServerPolicy, engine_flags, server_engine_args
+from dualdistill.rollout.policy import GenerationRequest
 from tests.test_openai_backend import FakeServer
 
 
@@ -78,8 +77,8 @@ class FakeVLLM(VLLMServer):
 
 
 def test_params_reach_the_server_and_close_stops_it(monkeypatch, tmp_path) -> None:
-    from dualdistill.sampling import build_model_policy
-    from dualdistill.self_distillation import student_policy_config
+    from dualdistill.rollout.recorder import build_model_policy
+    from dualdistill.stages.self_distillation import student_policy_config
 
     monkeypatch.setattr(vllm_served, "VLLMServer", FakeVLLM)
     monkeypatch.setattr(vllm_served, "gpu_available", lambda: False)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.backends.openai_api import OpenAIPolicy
-from dualdistill.config import PolicyConfig
-from dualdistill.policy import GenerationRequest
-from dualdistill.vllm_server import VLLMServer, VLLMServerError
+from dualdistill.config import PolicyConfig, SamplingSettings
+from dualdistill.formats import formatting
+from dualdistill.rollout.backends.openai_api import OpenAIPolicy
+from dualdistill.rollout.backends.vllm_server import VLLMServer, VLLMServerError
+from dualdistill.rollout.policy import GenerationRequest
 from tests.helpers_tiny import build_scripted_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,9 +73,9 @@ def policy_for(server: VLLMServer, **kw: Any) -> OpenAIPolicy:
 # --- in-process vllm.LLM inside .venv-vllm (runs before the server starts) ------------------------------
 INPROCESS = '''
 import json, sys
-from dualdistill.backends.vllm_local import VLLMPolicy
+from dualdistill.rollout.backends.vllm_local import VLLMPolicy
 from dualdistill.config import PolicyConfig
-from dualdistill.policy import GenerationRequest
+from dualdistill.rollout.policy import GenerationRequest
 
 def main():
     spec = json.loads(sys.argv[1])
@@ -180,17 +180,17 @@ def test_server_chat_continues_a_partial_assistant_turn(server: VLLMServer) -> N
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_server_in_the_tool_loop(server: VLLMServer) -> None:
-    """``dualdistill.tool_loop`` over the server: the model's code is executed and its output inserted
+    """``dualdistill.rollout.tool_loop`` over the server: the model's code is executed and its output inserted
     until the call cap; the block written after the cap is not run."""
     from dualdistill.config import SandboxConfig
-    from dualdistill.problem import Problem
-    from dualdistill.tool_loop import RolloutItem, generate_trajectories, make_sandbox_pool
+    from dualdistill.formats.problem import Problem
+    from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
+    from dualdistill.sandbox.pool import make_sandbox_pool
 
     problem = Problem(id="t", problem="What is 6*7?", answer="42", source="test")
     item = RolloutItem(problem=problem, prompt=formatting.build_prompt(problem.problem, code=True, bos=False), role="first")
     with policy_for(server) as policy, contextlib.closing(make_sandbox_pool(SandboxConfig(workers=1))) as pool:
-        [traj] = generate_trajectories(policy, [item], budget=200, max_code_calls=2, temperature=0.6,
-                                       sandbox_pool=pool, progress=False)
+        [traj] = generate_trajectories(policy, [item], SamplingSettings(max_code_calls=2, temperature=0.6), budget=200, sandbox_pool=pool, progress=False)
     assert traj.finish_reason == "call_cap", (traj.finish_reason, traj.meta)
     assert traj.n_code_calls == 2
     code = [(s.text, s.meta.get("status")) for s in traj.segments if s.kind == "code"]

@@ -1,7 +1,7 @@
 """The synthetic world: family answers re-checked independently, splits, scripted teachers.
 
 Teacher tests that run code use the real sandbox (``PythonSandbox``) under the real tool loop
-(``dualdistill.tool_loop``); a brute-force program on an insight family really times out there.
+(``dualdistill.rollout.tool_loop``); a brute-force program on an insight family really times out there.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from fractions import Fraction
 
 import pytest
 
-from dualdistill import formatting
-from dualdistill.config import PolicyConfig, WorldConfig
-from dualdistill.policy import BACKENDS, GenerationRequest, build_policy
-from dualdistill.problem import Problem
+from dualdistill.config import PolicyConfig, SamplingSettings, WorldConfig
+from dualdistill.formats import formatting
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.policy import BACKENDS, GenerationRequest, build_policy
 from dualdistill.world import tokenizer_corpus
 from dualdistill.world.families import FAMILIES, family_names, generate_split, get_family, split_of
 from dualdistill.world.teachers import ScriptedTeacher, agent_program, printed_integer, text_solution
 
 try:
-    from dualdistill.grading import grade
+    from dualdistill.grading.grader import grade
 except ImportError:  # grading.py is written in parallel; same rule: the final boxed answer equals gold
     def grade(response: str, gold: str) -> bool:
         return formatting.extract_final_answer(response) == gold
@@ -308,19 +308,18 @@ def test_tokenizer_corpus_covers_tags_digits_and_prompts():
 # --- teachers under the real tool loop and sandbox -------------------------------------------
 @pytest.fixture(scope="module")
 def pool():
-    from dualdistill.sandbox import SandboxPool
+    from dualdistill.sandbox.pool import SandboxPool
 
     with SandboxPool(4, timeout=3.0, memory_mb=1024) as p:
         yield p
 
 
 def _rollout(policy, problems, pool, *, sample=0, context=None):
-    from dualdistill.tool_loop import RolloutItem, generate_trajectories
+    from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
 
     items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first",
                          sample=sample, context=dict(context or {})) for p in problems]
-    return generate_trajectories(policy, items, budget=1024, max_code_calls=4, temperature=0.6,
-                                 sandbox_pool=pool, progress=False)
+    return generate_trajectories(policy, items, SamplingSettings(max_code_calls=4, temperature=0.6), budget=1024, sandbox_pool=pool, progress=False)
 
 
 def test_agent_code_really_runs_in_the_sandbox(pool):
@@ -361,7 +360,7 @@ def test_second_teacher_solves_with_its_own_strategy(pool):
 
 def test_brute_force_programs_are_right_on_small_inputs(pool):
     """The insight families' programs are correct: they fail only because N is huge (E = 0: N = 10 + r)."""
-    from dualdistill.sandbox import PythonSandbox
+    from dualdistill.sandbox.python_sandbox import PythonSandbox
 
     cases = [_problem("round_table", s=3, E=0, r=1234), _problem("repeating_decimal", a=31415, den=99999, E=0, r=1237),
              _problem("repeating_decimal", a=17, den=99, E=0, r=2000), _problem("take_away", k=4, E=0, r=1237),
@@ -381,7 +380,7 @@ def test_world_and_corpus_do_not_depend_on_the_hash_seed():
     import sys
 
     code = ("from dualdistill.world import generate_split, tokenizer_corpus\n"
-            "from dualdistill.hashing import stable_hash\n"
+            "from dualdistill.common.hashing import stable_hash\n"
             "print(stable_hash(tokenizer_corpus(per_family=3)), stable_hash([p.problem for p in generate_split('test')]))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}

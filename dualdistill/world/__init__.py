@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 
-from dualdistill import formatting
 from dualdistill.config import WorldConfig
-from dualdistill.formatting import Segment
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import Segment
 from dualdistill.world.families import FAMILIES, SPLITS, family_names, generate_split, get_family
 from dualdistill.world.teachers import agent_answer, agent_program, build_scripted_policy, text_solution
 

@@ -13,7 +13,7 @@ or, started and stopped by the run itself, a policy's ``serve`` section (``param
 model in the CodeAct protocol (``backends/codeact.py``): the first user message is the problem (or a
 second teacher's problem: the problem followed by the first attempt), looked up by its text among the
 world problems of ``--problems`` (``Problem`` dicts with their generator parameters, as
-``dualdistill.rehearsal`` writes them); with no observation yet, the reply is the agent's reasoning and
+``dualdistill.pipeline.rehearsal`` writes them); with no observation yet, the reply is the agent's reasoning and
 one fenced Python block (``agent_program``: exact code on computation families, a brute force that
 cannot finish on insight families), cut at the request's stop strings like a real server (vLLM's
 ``stop_reason`` names the stop string); after an observation turn (``formatting.CODEACT_OBSERVATION``)
@@ -37,8 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from dualdistill import formatting
-from dualdistill.problem import Problem
+from dualdistill.formats import formatting
+from dualdistill.formats.problem import Problem
 from dualdistill.world.teachers import DEFAULT_OPTIONS, agent_answer, agent_program
 
 DEFAULT_MODEL = "world-agent"
@@ -193,7 +193,7 @@ def make_handler(agent: WorldAgent, model: str) -> type[BaseHTTPRequestHandler]:
 def load_problems(path: str | Path) -> list[Problem]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--problems {path}: no such file (dualdistill.rehearsal prepare writes it)")
+        raise FileNotFoundError(f"--problems {path}: no such file (dualdistill.pipeline.rehearsal prepare writes it)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [Problem.from_dict(r) for r in rows]
 

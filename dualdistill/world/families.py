@@ -35,7 +35,7 @@ from functools import cache
 from typing import Any
 
 from dualdistill.config import WorldConfig
-from dualdistill.problem import Problem
+from dualdistill.formats.problem import Problem
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Scripted teachers of the synthetic world: a text reasoner and a code agent (METHOD §5).
 
     policy = build_policy(PolicyConfig(backend="scripted", model="agent"))
-    trajs = generate_trajectories(policy, items, budget=1024, max_code_calls=10, temperature=0.6)
+    trajs = generate_trajectories(policy, items, SamplingSettings(), budget=1024)
 
-Both are :class:`~dualdistill.policy.Policy` backends, so they run under the same tool loop as an
+Both are :class:`~dualdistill.rollout.policy.Policy` backends, so they run under the same tool loop as an
 LLM: a request carries the text so far and ``context["problem"]`` (its ``meta`` holds the
 generator parameters); the teacher plans its whole completion and returns the next chunk up to the
 first stop string. The agent writes ``<think>…</think><code>…`` and stops at ``</code>``; the loop
@@ -31,10 +31,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dualdistill import formatting
-from dualdistill.formatting import CODE_STOP, Segment
-from dualdistill.policy import Generation, GenerationRequest, Policy
-from dualdistill.problem import Problem
+from dualdistill.formats import formatting
+from dualdistill.formats.formatting import CODE_STOP, Segment
+from dualdistill.formats.problem import Problem
+from dualdistill.rollout.policy import Generation, GenerationRequest, Policy
 from dualdistill.world.families import NearPair, RepeatingDecimal, digit_sum, get_family, leading_digit_counts
 
 TEACHER_KINDS = ("text", "agent")
