@@ -31,7 +31,7 @@ smoke: setup
 # dress rehearsal of params/paper-7b-qlora.yaml on CPU: stand-in inputs (the 7B stand-in with the real R1
 # tokenizer, a DeepMath-103K-schema dataset, the problem list), then the paper params' backends end to end
 REHEARSAL_INPUTS ?= outputs/rehearsal/inputs
-rehearsal: setup setup-vllm  ## the paper-scale params end to end on CPU with stand-ins (README "Dress rehearsal")
+rehearsal: setup setup-vllm  ## the paper-scale params end to end on CPU with stand-ins (docs/REPRODUCING.md)
 	$(PY) -m dualdistill.pipeline.rehearsal prepare $(REHEARSAL_INPUTS)
 	$(VENV)/bin/dualdistill run params/rehearsal.yaml
 

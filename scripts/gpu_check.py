@@ -3,7 +3,7 @@
     python scripts/gpu_check.py load   --model M --out DIR        # the 7B in NF4: time, memory
     python scripts/gpu_check.py train  --model M --out DIR        # QLoRA steps at 16k tokens, merge
     python scripts/gpu_check.py vllm   --model DIR/S1 --out DIR   # vLLM generation + tool-loop trajectories
-    python scripts/gpu_check.py table  --out DIR                  # the README table
+    python scripts/gpu_check.py table  --out DIR                  # the table of docs/PAPER_SCALE.md
 
 Every phase runs the package's own code — ``sft.load_model`` / ``sft.train_sft`` with the sft section of
 ``params/paper-7b-qlora.yaml`` (20 optimizer steps of one 16,384-token example instead of 4 epochs with
