@@ -50,6 +50,7 @@ _PUBLIC = {
     "read_metrics": "dualdistill.artifacts.ledger:read_metrics",
     "teacher_records": "dualdistill.artifacts.current:teacher_records",
     "t1_examples": "dualdistill.artifacts.current:t1_examples",
+    "CASES": "dualdistill.algorithm.composition:CASES",
     "self_distill_samples": "dualdistill.artifacts.current:self_distill_samples",
     "eval_rows": "dualdistill.artifacts.current:eval_rows",
     "eval_records": "dualdistill.artifacts.current:eval_records",

@@ -6,7 +6,7 @@
     dualdistill prepare-student params/X.yaml
     dualdistill push params/X.yaml --model S1 --repo-id you/agentic-r1-tiny [--dataset t1]
 
-A stage command runs the same function as ``python -m dualdistill.<module> params/X.yaml`` and as
+A stage command runs the same function as ``python -m dualdistill.stages.<module> params/X.yaml`` and as
 the stage's notebook (``dualdistill.artifacts.stage_table`` is the one table of stages).
 """
 
@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from dualdistill.artifacts.stage_table import STAGES, get_stage
+from dualdistill.common.failures import EXIT_INCOMPLETE
 from dualdistill.config import ConfigError, load_config, parse_override
 from dualdistill.pipeline.papermill_runner import StageFailed, run_pipeline
 from dualdistill.pipeline.sharing import push_to_hub
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                        progress=not args.quiet)
             except StageFailed as err:
                 print(f"error: {err}", file=sys.stderr)
-                return 1
+                return EXIT_INCOMPLETE if err.incomplete else 1
             for r in results:
                 print(f"stage {r.stage}: {r.status} ({r.seconds:.0f} s) -> {r.notebook}")
             return 0
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_sweep(args.params, parse_grid(args.grid), overrides, progress=not args.quiet)
             except (StageFailed, FileNotFoundError, FileExistsError) as err:  # MissingStageError: one line
                 print(f"error: {err}", file=sys.stderr)
-                return 1
+                return EXIT_INCOMPLETE if getattr(err, "incomplete", False) else 1
             print(sweep_table(result["rows"]))
             print(f"results: {result['results']}\nplot: {result['plot']}")
             return 0

@@ -134,6 +134,9 @@ class SamplingSettings(Strict):
     max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
                                "runs 256-1,024 sequences at once; the hf backend takes at most one batch, "
                                "student.batch_size); a runtime knob, in no hash")
+    max_failed_fraction: float = Field(0.0, ge=0, le=1, description="failed records (the policy failed after its "
+                                       "retries) a stage may end with; above it the stage exits non-zero, and a "
+                                       "rerun retries them; a runtime knob, in no hash")
 
     def sampling(self) -> SamplingSettings:
         """These fields alone, as one :class:`SamplingSettings`."""
@@ -344,6 +347,8 @@ class SelfDistillConfig(SamplingSettings):
     budget: int = Field(4096, ge=16)
     pick: Literal["random", "shortest", "first"] = "random"
     max_problems: int | None = Field(None, ge=1)
+    partial_gbar: bool = Field(False, description="select problems whose ḡ rests on fewer than k samples (some "
+                               "failed, within max_failed_fraction); off: they are left out of T2")
     sft: SFTConfig | None = Field(None, description="SFT of S1 on T2 (default: the sft section)")
     replay_t1: float = Field(
         0.0, ge=0, description="add this many T1 examples per T2 example (seeded sample) to S2's training "

@@ -9,6 +9,7 @@ import pytest
 
 from dualdistill.artifacts.ledger import read_metrics
 from dualdistill.artifacts.paths import MissingStageError, RunPaths
+from dualdistill.common.failures import IncompleteStage
 from dualdistill.common.store import JsonlStore
 from dualdistill.config import DataSource, EvalModel, PolicyConfig, SamplingSettings, config_from_dict, load_config
 from dualdistill.data import benchmarks
@@ -206,7 +207,8 @@ def stage_cfg(tmp_path, shared_data, models, **eval_kw):
 
 def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
     replay = {"backend": "replay", "replay_path": write_replay(tmp_path / "r.jsonl", aime), "replay_fields": ["a", "b"]}
-    cfg = stage_cfg(tmp_path, shared_data, [{"name": "replayer", "policy": replay, "tools": False}])
+    models = [{"name": "replayer", "policy": replay, "tools": False}]
+    cfg = stage_cfg(tmp_path, shared_data, models, max_failed_fraction=0.5)  # 16 of 40 may fail
     paths = RunPaths.of(cfg)
     paths.summary.parent.mkdir(parents=True)
     paths.summary.write_text(json.dumps({"teacher": {"n": 3}, "eval": [{"stale": True}]}))
@@ -224,12 +226,15 @@ def test_run_evaluation_writes_records_and_summary(tmp_path, shared_data, aime):
     assert rows[("aime2025", "S", "all")]["truncation_rate"] == 1.0
     assert rows[("aime2025", "L", "all")]["truncation_rate"] == 0.0
     assert rows[("world_test", "L", "all")]["n_failed"] == 8 and rows[("world_test", "L", "all")]["n_samples"] == 0
+    assert not rows[("world_test", "L", "all")]["complete"] and rows[("aime2025", "L", "all")]["complete"]
     assert ("world_test", "L", "computation") in rows and ("world_test", "L", "family:modpow") in rows
     records = JsonlStore(paths.eval_records("replayer")).read()
     assert {r["budget_tokens"] for r in records} == {16, 4096} and not any(r["tools"] for r in records)
     assert (paths.root / "eval" / "config.yaml").is_file()
     again = evaluation.run(cfg, progress=False)  # resumable: only the failures are retried
     assert again["n_new"] == 16 and again["accuracy"] == out["accuracy"]
+    with pytest.raises(IncompleteStage, match="16 of 40 samples failed"):  # no tolerance: the stage says so
+        evaluation.run(stage_cfg(tmp_path, shared_data, models), progress=False)
 
 
 def test_a_model_with_every_sample_recorded_builds_no_policy(tmp_path, shared_data, aime, monkeypatch):

@@ -23,6 +23,7 @@ from dualdistill.artifacts.current import teacher_records as load_teacher_record
 from dualdistill.artifacts.identity import rollout_hash
 from dualdistill.artifacts.ledger import read_metrics
 from dualdistill.artifacts.paths import RunPaths
+from dualdistill.common.failures import IncompleteStage
 from dualdistill.common.store import JsonlStore
 from dualdistill.config import config_from_dict
 from dualdistill.formats import formatting
@@ -131,7 +132,8 @@ def test_failed_generations_are_recorded_then_retried_on_rerun(tmp_path):
     sol = "I add.\n</think>\nThe sum is \\boxed{{{}}}."
     traces.write_text("".join(json.dumps({"id": f"toy/q{i}", "sol": sol.format(2 * i)}) + "\n" for i in range(1, 4)))
     cfg = config_from_dict(replay_params(tmp_path, traces))
-    summary = run_teacher_rollouts(cfg, progress=False, retries=1, backoff=0)
+    tolerant = config_from_dict(replay_params(tmp_path, traces), overrides={"teachers.max_failed_fraction": 0.25})
+    summary = run_teacher_rollouts(tolerant, progress=False, retries=1, backoff=0)
     assert summary["near_duplicates_removed"] == 1 and summary["problems"] == 5
     recs = JsonlStore(RunPaths.of(cfg).teacher_rollouts).read()
     failed = [r for r in recs if r["status"] == "failed"]
@@ -140,6 +142,8 @@ def test_failed_generations_are_recorded_then_retried_on_rerun(tmp_path):
     assert all(r["role"] == "first" and "no recorded trace" in r["error"] and r["correct"] is False for r in failed)
     assert summary["failed"] == 2 and summary["errored_attempts"] == 4 and summary["ok"] == 6
     assert all(r["correct"] for r in recs if r["status"] == "ok")
+    with pytest.raises(IncompleteStage, match="stage 01 incomplete: 2 of 8 teacher rollouts failed"):
+        run_teacher_rollouts(cfg, progress=False, retries=0)  # no tolerance: tried again, failed again, said so
 
     with open(traces, "a") as f:  # the traces become available: a rerun retries only the failed ones
         for i in (4, 5):

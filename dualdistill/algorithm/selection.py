@@ -50,6 +50,11 @@ def group_by_problem(records: Iterable[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def short_problems(samples_by_problem: Mapping[str, list[dict]], k: int) -> list[str]:
+    """Problems with fewer than ``k`` successful samples (their ḡ rests on fewer than K)."""
+    return [pid for pid, recs in samples_by_problem.items() if len(_ok(recs)) < k]
+
+
 def _ok(records: Iterable[dict]) -> list[dict]:
     return [r for r in records if r.get("status", "ok") == "ok"]
 

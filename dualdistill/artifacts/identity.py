@@ -40,11 +40,14 @@ def config_hash(cfg: RunConfig, *fields: str, exclude: tuple[str, ...] = ()) -> 
     return stable_hash(picked)
 
 
+RUNTIME_TEACHER_FIELDS = ("teachers.max_in_flight", "teachers.max_failed_fraction")  # how, not what, is sampled
+
+
 def rollout_hash(cfg: RunConfig) -> str:
     """Teacher rollouts (stage 01): the teachers, sandbox limits, seed, world and the student's
     tokenizer (it counts the budget) — not the number of sandbox workers or trajectories in flight."""
     return config_hash(cfg, "teachers", "sandbox", "seed", "world", "student.model", "student.tiny",
-                       exclude=("sandbox.workers", "teachers.max_in_flight"))
+                       exclude=("sandbox.workers", *RUNTIME_TEACHER_FIELDS))
 
 
 def composition_hash(cfg: RunConfig) -> str:
@@ -55,7 +58,7 @@ def composition_hash(cfg: RunConfig) -> str:
 S1_FIELDS = ("world", "data.train", "teachers", "student", "composition", "sft")
 
 
-S1_EXCLUDE = ("student.backend", "student.batch_size", "student.extra", "teachers.max_in_flight")
+S1_EXCLUDE = ("student.backend", "student.batch_size", "student.extra", *RUNTIME_TEACHER_FIELDS)
 
 
 def s1_hash(cfg: RunConfig) -> str:

@@ -28,6 +28,7 @@ from dualdistill.artifacts.ledger import what_ran
 from dualdistill.artifacts.paths import RunPaths
 from dualdistill.artifacts.stage_table import STAGES, get_stage
 from dualdistill.common import progress as progress_lines
+from dualdistill.common.failures import IncompleteStage
 from dualdistill.common.repository import REPO_ROOT
 from dualdistill.common.store import write_atomic, write_json
 from dualdistill.config import RunConfig, load_config
@@ -39,7 +40,12 @@ NOTEBOOK_DIR = REPO / "notebooks"
 
 
 class StageFailed(RuntimeError):
-    """A notebook raised; the message names the stage, the cell and the error."""
+    """A notebook raised; the message names the stage, the cell and the error. ``incomplete``: the
+    error was the stage's :class:`~dualdistill.common.failures.IncompleteStage` (failed records)."""
+
+    def __init__(self, message: str, *, incomplete: bool = False) -> None:
+        super().__init__(message)
+        self.incomplete = incomplete
 
 
 @dataclass
@@ -140,7 +146,8 @@ def run_pipeline(params: str | Path, overrides: dict[str, Any] | None = None, *,
         try:
             execute_notebook(NOTEBOOK_DIR / info.notebook, output, parameters, kernel=kernel, progress=progress)
         except Exception as err:  # papermill.PapermillExecutionError and kernel failures
-            raise StageFailed(_failure_message(stage, output, err)) from err
+            incomplete = getattr(err, "ename", None) == IncompleteStage.__name__
+            raise StageFailed(_failure_message(stage, output, err), incomplete=incomplete) from err
         seconds = time.monotonic() - start
         write_json(_marker(paths, stage), {"config_hash": cfg_hash, "seconds": round(seconds, 1),
                                            "finished": time.time()})

@@ -27,7 +27,8 @@ Per group of records:
   (finish reason ``length``), ``format_valid_rate`` (``formatting.is_valid``).
 
 Records with ``status != "ok"`` (the policy failed, e.g. an API error) are left out of every metric
-and counted in ``n_failed``.
+and counted in ``n_failed``; a row with any is ``complete: false`` (its metrics rest on the survivors,
+which are not a random sample: the short trajectories end first), and the tables mark it.
 
 Subsets: every group has a row with ``subset = "all"``; problems with a ``subset``
 (e.g. computation / insight) add one row per subset, and problems with a ``family`` (the synthetic
@@ -201,6 +202,7 @@ def compute_metrics(
         "n_problems": len(by_problem),
         "n_samples": len(ok),
         "n_failed": len(feats) - len(ok),
+        "complete": len(feats) == len(ok),
         "accuracy": _mean([_mean([float(f["correct"]) for f in s]) for s in by_problem.values()]),
         **_official_scores(by_problem),
     }
@@ -291,12 +293,15 @@ def summarize(
 
 # --- paired differences between two models ----------------------------------------------------
 def _per_problem(features: Iterable[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
-    """Mean of ``value`` over the ok samples of each problem."""
+    """Mean of ``value`` over the samples of each complete problem (none of its samples failed)."""
     sums: dict[str, list[float]] = defaultdict(list)
+    incomplete = set()
     for f in features:
         if f["ok"]:
             sums[f["problem_id"]].append(value(f))
-    return {pid: sum(v) / len(v) for pid, v in sums.items()}
+        else:
+            incomplete.add(f["problem_id"])
+    return {pid: sum(v) / len(v) for pid, v in sums.items() if pid not in incomplete}
 
 
 def _sd(xs: Sequence[float]) -> float:
@@ -315,7 +320,9 @@ PAIRED_METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
 
 def paired_difference(features_a: Iterable[dict[str, Any]], features_b: Iterable[dict[str, Any]],
                       metric: str = "accuracy") -> dict[str, Any]:
-    """``metric`` of B minus ``metric`` of A over the problems both answered, with its standard error.
+    """``metric`` of B minus ``metric`` of A over the problems both answered completely (no failed
+    sample on either side; ``n_dropped`` counts the problems of either side left out), with its
+    standard error.
 
     Both models answer the same problems, so the difference is taken per problem: d_i = (B's mean
     over its samples of problem i) − (A's mean), and ``se`` = sd(d_i) / √n with the sample standard
@@ -328,7 +335,8 @@ def paired_difference(features_a: Iterable[dict[str, Any]], features_b: Iterable
     a, b = _per_problem(fa, value), _per_problem(fb, value)
     common = [pid for pid in a if pid in b]
     n = len(common)
-    out: dict[str, Any] = {"metric": metric, "n_problems": n,
+    seen = {f["problem_id"] for f in fa} | {f["problem_id"] for f in fb}
+    out: dict[str, Any] = {"metric": metric, "n_problems": n, "n_dropped": len(seen) - n,
                            "n_samples_a": sum(f["ok"] and f["problem_id"] in b for f in fa),
                            "n_samples_b": sum(f["ok"] and f["problem_id"] in a for f in fb)}
     if not n:

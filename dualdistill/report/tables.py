@@ -47,7 +47,8 @@ def results_table(
     is the mean over the shown benchmarks the paper reports. Subset "all" rows of the summary are
     used. ``score``: ``strict`` or ``official`` (:data:`SCORES`); ``reference`` (default: with the
     official score) adds the paper's rows — only beside the official-comparable score. The table's
-    ``attrs["score"]`` names the score (``table_markdown`` prints it)."""
+    ``attrs["score"]`` names the score and ``attrs["incomplete"]`` the models with failed samples in a
+    cell shown, with how many (``table_markdown`` prints both)."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
     reference = score == "official" if reference is None else reference
@@ -86,7 +87,17 @@ def results_table(
         table[(AVG, bud)] = cells.mean(axis=1, skipna=False)
         table.loc[refs, (AVG, bud)] = cells[refs].mean(axis=1, skipna=True)
     table.attrs["score"] = score
+    table.attrs["incomplete"] = incomplete_models(df[df["budget"].isin(budgets)])
     return table
+
+
+def incomplete_models(df: pd.DataFrame) -> dict[str, int]:
+    """Failed samples per model, over summary rows that are not complete (older rows without the
+    flag count by their ``n_failed``)."""
+    if "n_failed" not in df.columns:
+        return {}
+    failed = df[df["n_failed"].fillna(0).astype(int) > 0]
+    return {str(m): int(n) for m, n in failed.groupby("model")["n_failed"].sum().items()}
 
 
 def disagreement_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -128,9 +139,14 @@ def table_markdown(table: pd.DataFrame) -> str:
     first = f"model ({SCORE_LABELS[score].split(':')[0]})" if score in SCORE_LABELS else "model"
     header = f"| {first} | {' | '.join(f'{b} ({slash})' for b in benchmarks)} |"
     lines = [header, "|---" * (len(benchmarks) + 1) + "|"]
+    incomplete = table.attrs.get("incomplete", {})
     for model, row in table.iterrows():
         cells = ["/".join(_fmt(row[(b, bud)]) for bud in budgets) for b in benchmarks]
-        lines.append(f"| {model} | {' | '.join(cells)} |")
+        label = f"{model} ⚠ incomplete ({incomplete[model]} failed)" if model in incomplete else model
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    if incomplete:
+        lines.append("\n⚠ incomplete: some samples failed (the engine or endpoint failed after its retries); those "
+                     "cells rest on the samples that finished. Rerun stage 05 to retry them.")
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +177,8 @@ def paired_table_markdown(rows: list[dict[str, Any]], metric: str = "accuracy") 
         for s in subsets:
             c = cells.get(s)
             vals.append("—" if not c or c.get("delta") is None else
-                        f"{100 * c['delta']:+.1f} ± {100 * c['se']:.1f} (n {c['n_problems']})")
+                        f"{100 * c['delta']:+.1f} ± {100 * c['se']:.1f} (n {c['n_problems']}"
+                        + (f", {c['n_dropped']} dropped" if c.get("n_dropped") else "") + ")")
         lines.append(f"| {model} − {against} | {bench} ({budget}) | {' | '.join(vals)} |")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,9 @@ it ends, so a crash (even ``kill -9``) loses only the trajectories in flight. A 
 policy failed (finish reason ``error``) is tried again ``retries`` times with exponential backoff
 (tenacity); after the last try it is recorded as failed, with its error, and a rerun tries it again.
 A loop that raised (a policy or sandbox that broke) is tried again the same way when ``retries`` > 0,
-else the error goes to the caller (what ended is on disk).
+else the error goes to the caller (what ended is on disk). When ``halt_after`` trajectories in a row
+errored (the endpoint is gone: every request fails fast), a round starts no more trajectories: those
+not started end as errors saying why, and are retried, then recorded as failed, like the others.
 
 :func:`sample_and_record` is that routine for :class:`~dualdistill.formats.records.SampleRecord` s
 (self-distillation and evaluation): jobs whose key already has a successful record in ``store`` are
@@ -33,6 +35,7 @@ from typing import Any
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dualdistill.common import progress
+from dualdistill.common.failures import short_error
 from dualdistill.config import PolicyConfig, SamplingSettings
 from dualdistill.formats.problem import Problem
 from dualdistill.formats.records import SampleRecord
@@ -46,6 +49,7 @@ from dualdistill.sandbox.pool import SandboxPool
 log = logging.getLogger(__name__)
 
 PROMPT_MARGIN = 64  # tokens of slack in context_needed (a BOS, a forced <answer>, ...)
+HALT_AFTER = 16  # errored trajectories in a row after which a round starts no more (record_trajectories)
 ToRecord = Callable[["Job", "Trajectory | None", "str | None"], dict[str, Any]]
 
 
@@ -86,7 +90,7 @@ class _Errored(Exception):
 def record_trajectories(policy: Policy, jobs: list[Job], store: Any, settings: SamplingSettings, *, budget: int,
                         to_record: ToRecord, seed: int = 0, tools: bool = True,
                         sandbox_pool: SandboxPool | None = None, call_cap: str = "notice", retries: int = 0,
-                        backoff: float = 1.0, bar: Any = None) -> RecordCounts:
+                        backoff: float = 1.0, bar: Any = None, halt_after: int = HALT_AFTER) -> RecordCounts:
     """Sample every job with the tool loop and append ``to_record(job, trajectory, error)`` to
     ``store`` as each ends (module docstring). ``to_record`` gets ``error=None`` for a trajectory that
     finished, and the error (``trajectory`` possibly None) for one recorded as failed after
@@ -110,19 +114,28 @@ def record_trajectories(policy: Policy, jobs: list[Job], store: Any, settings: S
 
     def one_round(todo: list[Job]) -> list[Job]:
         errored: list[Job] = []
+        streak: list[str] = []  # the errors of the trajectories that errored in a row, up to now
 
         def on_finish(i: int, traj: Trajectory) -> None:
             job = todo[i]
             if traj.finish_reason == "error":
                 errored.append(job)
                 last[job.key] = (traj, traj.meta.get("error") or "generation error")
+                streak.append(last[job.key][1])
             else:
+                streak.clear()
                 write(job, traj, None)
+
+        def halt() -> str | None:
+            if len(streak) < halt_after:
+                return None
+            return f"not started: {len(streak)} trajectories in a row failed (last: {short_error(streak[-1])})"
 
         t0 = time.perf_counter()
         try:
             generate_trajectories(policy, [j.item for j in todo], settings, budget=budget, seed=seed, tools=tools,
-                                  sandbox_pool=sandbox_pool, call_cap=call_cap, on_finish=on_finish, progress=False)
+                                  sandbox_pool=sandbox_pool, call_cap=call_cap, on_finish=on_finish, halt=halt,
+                                  progress=False)
         except Exception as err:  # a policy or sandbox that raised: what is not recorded is tried again
             if not retries:
                 raise  # nothing to try again: the caller fails loudly (what ended is on disk)

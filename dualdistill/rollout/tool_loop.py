@@ -334,7 +334,8 @@ async def _advance(loop: _Loop, st: _State, send: Callable[[GenerationRequest], 
 
 
 async def _run_all(loop: _Loop, states: list[_State], *, window: int, max_steps: int, bar: Any,
-                   on_finish: Callable[[int, Trajectory], None] | None) -> list[Trajectory | None]:
+                   on_finish: Callable[[int, Trajectory], None] | None,
+                   halt: Callable[[], str | None] | None = None) -> list[Trajectory | None]:
     results: list[Trajectory | None] = [None] * len(states)
     size = loop.pool.size if loop.pool is not None else 1
     code_threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="tool-loop-code")  # one per sandbox
@@ -347,6 +348,9 @@ async def _run_all(loop: _Loop, states: list[_State], *, window: int, max_steps:
 
     async def one(st: _State) -> None:
         async with gate:
+            reason = halt() if halt is not None else None
+            if reason is not None:  # not started: ends at once as an error with the reason
+                st.finish, st.error = "error", reason
             try:
                 await _advance(loop, st, send, code_threads, count_threads, max_steps)
             finally:
@@ -401,12 +405,14 @@ def generate_trajectories(
     sandbox_pool: SandboxPool | None = None,
     call_cap: str = "notice",
     on_finish: Callable[[int, Trajectory], None] | None = None,
+    halt: Callable[[], str | None] | None = None,
     progress: bool = True,
     desc: str = "",
 ) -> list[Trajectory]:
     """Sample one trajectory per item with the tool loop (see the module docstring), as ``settings``
     say, within ``budget`` tokens each; returns them in item order. With ``tools=True`` and no pool a
-    default one is made for this call and closed after."""
+    default one is made for this call and closed after. ``halt``, asked before each trajectory starts,
+    returns a reason to start no more: the rest then end at once as errors carrying that reason."""
     if budget < 1:
         raise ValueError(f"budget must be positive, got {budget}")
     if call_cap not in CALL_CAPS:
@@ -424,7 +430,7 @@ def generate_trajectories(
     window = in_flight_window(policy, settings.max_in_flight)
     try:
         results = _in_own_thread(lambda: _run_all(loop, states, window=window, bar=bar, on_finish=on_finish,
-                                                  max_steps=budget + settings.max_code_calls + 2))
+                                                  halt=halt, max_steps=budget + settings.max_code_calls + 2))
     finally:
         bar.close()
         if own_pool is not None:

@@ -10,7 +10,8 @@ The decorator gives every stage function the same behaviour whoever calls it (a 
 ``python -m``): a start line and a finish line with the time it took, the package's logs as lines
 under the pipeline runner, and the returned summary written as the stage's ``metrics.json``
 (beside its outputs; notebooks display it, tests read it). :func:`main` is the command line of
-every stage.
+every stage: a stage that ended with failed records prints one line on stderr and exits with
+``EXIT_INCOMPLETE`` (3; ``dualdistill.common.failures``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from dualdistill.artifacts.ledger import write_metrics
 from dualdistill.artifacts.stage_table import get_stage
 from dualdistill.common import progress as progress_lines
+from dualdistill.common.failures import EXIT_INCOMPLETE, IncompleteStage
 from dualdistill.config import ConfigError, RunConfig, load_config, parse_override
 
 StageFunction = Callable[..., dict[str, Any]]
@@ -82,7 +84,11 @@ def run_from_args(number: str, args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = get_stage(number).function()(cfg, progress=not args.quiet)
+    try:
+        summary = get_stage(number).function()(cfg, progress=not args.quiet)
+    except IncompleteStage as err:  # one line, last: how many failed, the first cause, what to do
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -7,7 +7,7 @@ For every model of ``cfg.eval.models`` (``S0``, ``S1``, ``S2``, baselines such a
 or an :class:`~dualdistill.config.EvalModel` with its own policy, e.g. an OpenAI-compatible
 endpoint), every benchmark of ``cfg.data.test`` and every budget of ``cfg.eval.budgets``,
 ``cfg.eval.samples`` trajectories per problem are sampled, graded and recorded by
-``sampling.sample_and_record`` (the routine self-distillation uses too) in
+``rollout.recorder.sample_and_record`` (the routine self-distillation uses too) in
 ``outputs/<run>/eval/<model>.jsonl``. It is resumable: a record's key is
 ``record_key(model, benchmark, budget, problem id, sample, hash)`` where the hash
 (:func:`eval_hash`) covers what a sample depends on (budget tokens, temperature, tools, code-call
@@ -18,6 +18,9 @@ of samples and the problem limit are not in the hash: raising them adds samples 
 Every model's checkpoint is checked before any sampling starts (a missing one names the stage that
 makes it). The summary rows (``report/summary.json``, key ``"eval"``) are recomputed from all
 evaluation records by :func:`write_summary` (metrics in ``dualdistill.report.metrics``); stage 06 reads them.
+A row with failed samples says so (``n_failed``, ``complete: false``), and the stage then ends with
+:class:`~dualdistill.common.failures.IncompleteStage` (beyond ``eval.max_failed_fraction``): the command
+exits non-zero, and rerunning it retries the failed samples.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from dualdistill.artifacts.current import eval_records
 from dualdistill.artifacts.ledger import record_ran
 from dualdistill.artifacts.paths import RunPaths, require_model
+from dualdistill.common.failures import check_complete
 from dualdistill.common.hashing import stable_hash
 from dualdistill.common.store import JsonlStore, read_json, record_key, write_json
 from dualdistill.config import EvalModel, PolicyConfig, RunConfig, SamplingSettings, SandboxConfig
@@ -39,7 +43,7 @@ from dualdistill.data import benchmarks as bm
 from dualdistill.data.loaders import load_source
 from dualdistill.formats import formatting
 from dualdistill.formats.problem import Problem
-from dualdistill.report.metrics import default_comparisons, paired_rows, summarize
+from dualdistill.report.metrics import default_comparisons, latest_per_sample, paired_rows, summarize
 from dualdistill.rollout.policy import Policy
 from dualdistill.rollout.recorder import (
     SampleJob,
@@ -223,8 +227,13 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     finally:
         if pool is not None:
             pool.close()
-    summary = write_summary(cfg)
+    records = eval_records(cfg)
+    summary = write_summary(cfg, records)
     rows = [r for r in summary["eval"] if r["subset"] == "all"]
+    failed = [r for r in latest_per_sample(records) if r.get("status") != "ok"]
+    check_complete("05", "samples", n_failed=sum(r["n_failed"] for r in rows),
+                   n_total=sum(r["n_samples"] + r["n_failed"] for r in rows),
+                   first_error=failed[0].get("error") if failed else None, max_failed_fraction=ev.max_failed_fraction)
     paired = {f"{r['model']}-{r['against']}/{r['benchmark']}/{r['budget']}": {"delta": r["delta"], "se": r["se"]}
               for r in summary["paired"] if r["subset"] == "all" and r["metric"] == "accuracy"}
     accuracy: dict[str, dict[str, dict[str, float | None]]] = {}

@@ -4,7 +4,7 @@
     dualdistill self-distill params/smoke.yaml             # the same call: run(cfg)
 
 Step 5 (:func:`sample_student`): K trajectories per training problem from S1 with tools, graded
-(``sampling.sample_and_record``). Samples are resumable records (``self_distill/samples.jsonl``);
+(``rollout.recorder.sample_and_record``). Samples are resumable records (``self_distill/samples.jsonl``);
 a rerun generates only the missing ones, and the per-problem summary beside them
 (``self_distill/problems.jsonl``) is recomputed from the current samples (``artifacts.
 self_distill_samples``: this config, the first K, the current problem set). Changing K, β1, β2 or the
@@ -29,6 +29,7 @@ from dualdistill.algorithm.selection import (
     problem_summaries,
     select_examples,
     selection_counts,
+    short_problems,
     teacher_solutions_from_problems,
     teacher_solutions_from_records,
 )
@@ -36,6 +37,7 @@ from dualdistill.artifacts.current import self_distill_problems, self_distill_sa
 from dualdistill.artifacts.identity import samples_hash
 from dualdistill.artifacts.ledger import record_ran
 from dualdistill.artifacts.paths import RunPaths, require_model
+from dualdistill.common.failures import check_complete
 from dualdistill.common.store import JsonlStore, read_json, record_key, write_json, write_jsonl
 from dualdistill.config import PolicyConfig, RunConfig
 from dualdistill.data.official_data import export_official
@@ -154,8 +156,12 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
     sd = cfg.self_distill
     problems = self_distill_problems(cfg) if problems is None else problems
     records = self_distill_samples(cfg, problems) if records is None else records
+    groups = group_by_problem(records)
+    if not sd.partial_gbar:
+        short = set(short_problems(groups, sd.k))
+        groups = {pid: recs for pid, recs in groups.items() if pid not in short}
     return select_examples(
-        group_by_problem(records), load_teacher_solutions(cfg, problems),
+        groups, load_teacher_solutions(cfg, problems),
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
         prompt_style=cfg.student.prompt_style, transition_style=cfg.composition.transition_style,
@@ -221,13 +227,19 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     problems = self_distill_problems(cfg)
     drawn: dict[str, int] = {}
     records = sample_student(cfg, policy=policy, problems=problems, progress=progress, stats=drawn)
-    gbars = gbar_by_problem(group_by_problem(records))
+    failed = [r for r in records if r.get("status") != "ok"]
+    check_complete("04", "samples of S1", n_failed=len(failed), n_total=len(records),
+                   first_error=failed[0].get("error") if failed else None, max_failed_fraction=sd.max_failed_fraction)
+    groups = group_by_problem(records)
+    gbars = gbar_by_problem(groups)
+    short = short_problems(groups, sd.k)
     summary: dict[str, Any] = {
         "n_problems": len(problems),
         "k": sd.k,
         "n_samples": len(records),
         "samples_drawn": drawn.get("drawn", 0),
-        "n_failed_samples": sum(r.get("status") != "ok" for r in records),
+        "n_failed_samples": len(failed),
+        "short_problems": len(short),  # ḡ over fewer than k samples: left out of T2 unless partial_gbar
         "gbar_mean": sum(gbars.values()) / len(gbars) if gbars else None,
         "gbar_hist": gbar_histogram(gbars.values()),
         "counts": selection_counts(gbars, sd.beta1, sd.beta2),
@@ -235,6 +247,10 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
         "beta2": sd.beta2,
         "warnings": [],
     }
+    if short:
+        summary["warnings"].append(
+            f"{len(short)} problems have fewer than k = {sd.k} samples (some failed): their ḡ rests on fewer; "
+            + ("selected anyway (self_distill.partial_gbar)" if sd.partial_gbar else "left out of T2"))
     if until == "sample":
         return summary
     examples, report = select_from_cache(cfg, records, problems)

@@ -46,6 +46,7 @@ from dualdistill.artifacts.identity import rollout_hash
 from dualdistill.artifacts.ledger import record_ran
 from dualdistill.artifacts.paths import RunPaths
 from dualdistill.common import progress
+from dualdistill.common.failures import check_complete
 from dualdistill.common.store import JsonlStore, record_key
 from dualdistill.config import DataSource, RunConfig
 from dualdistill.data.loaders import load_source, train_problems
@@ -245,7 +246,14 @@ def run_teacher_rollouts(cfg: RunConfig, *, problems: list[Problem] | None = Non
         "path": str(paths.teacher_rollouts),
         "config_hash": chash,
     })
+    _check_complete(summary, cfg.teachers.max_failed_fraction)
     return summary
+
+
+def _check_complete(summary: dict[str, Any], max_failed_fraction: float) -> None:
+    """Stage 01 ends with :class:`IncompleteStage` when more rollouts failed than tolerated."""
+    check_complete("01", "teacher rollouts", n_failed=summary["failed"], n_total=summary["records"],
+                   first_error=(summary["errors"] or [None])[0], max_failed_fraction=max_failed_fraction)
 
 
 def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: int = 64, retries: int = 2,
@@ -281,6 +289,7 @@ def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: in
                     "new_failed": runner.counts.failed, "seconds": round(elapsed, 2), "path": str(path),
                     "trajectories_per_minute": round(60 * runner.counts.written / elapsed, 1)
                     if elapsed > 0 and jobs else None})
+    _check_complete(summary, cfg.teachers.max_failed_fraction)
     return summary
 
 

@@ -284,7 +284,7 @@ class OpenAIPolicy(Policy):
 
         def before_sleep(state: Any) -> None:
             self.stats["retries"] += 1
-            log.info("openai: attempt %d failed (%s); retrying", state.attempt_number, _describe(state.outcome.exception()))
+            log.debug("openai: attempt %d failed (%s); retrying", state.attempt_number, _describe(state.outcome.exception()))
 
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.cfg.max_retries + 1), wait=wait, retry=retry_if_exception(_retryable),
