@@ -90,16 +90,13 @@ def test_shared_golds_against_themselves_and_perturbed() -> None:
     golds = _shared_golds()
     assert len(golds) > 900
     pairs = [(_boxed(g), g) for _, g in golds] + [(_boxed(perturb(g)), g) for _, g in golds]
-    t0 = time.perf_counter()
     results = grade_many(pairs, workers=2)
-    elapsed = time.perf_counter() - t0
     n = len(golds)
     wrong_self = [(golds[i], r) for i, r in enumerate(results[:n]) if not r.correct]
     wrong_perturbed = [(golds[i], perturb(golds[i][1]), r) for i, r in enumerate(results[n:]) if r.correct]
     assert not wrong_self, wrong_self[:10]
     assert not wrong_perturbed, wrong_perturbed[:10]
     assert all(r.status == "ok" for r in results), [r for r in results if r.status != "ok"][:5]
-    assert elapsed < 45, f"grading {len(pairs)} items took {elapsed:.1f} s"
 
 
 def test_amc_float_gold_is_an_integer() -> None:
@@ -115,25 +112,43 @@ def test_grade_many_reports_timeouts_and_grades_the_rest() -> None:
     config = GradeConfig(item_timeout=1.5)
     pairs = [(f"\\boxed{{{SLOW[1]}}}", SLOW[0]), ("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{12}", "2"),
              ("", "1")]
-    t0 = time.perf_counter()
     results = grade_many(pairs, workers=2, config=config)
-    assert time.perf_counter() - t0 < 15
     assert [r.status for r in results] == ["timeout", "ok", "ok", "no_answer"]
     assert [r.correct for r in results] == [False, True, False, False]
     assert results[1].pred == "\\frac{1}{2}"
 
 
 def test_in_process_timeout_on_verify() -> None:
-    """The in-process path never hangs and never calls the slow pair equal. Run alone it reports
-    "timeout" (0.5 s limit); after the rest of the suite has run in the same process, sympy has
-    been seen to finish this comparison within the limit ("ok", not equal) — cause not found yet,
-    so both outcomes are accepted and the bound on time is what is enforced here. The process-pool
-    timeout is checked strictly in test_grade_many_reports_timeouts_and_grades_the_rest."""
     config = GradeConfig(parse_timeout=2.0, verify_timeout=0.5)
-    t0 = time.perf_counter()
     r = grade_result(f"\\boxed{{{SLOW[1]}}}", SLOW[0], config)
-    assert r.correct is False and r.status in ("timeout", "ok")
-    assert time.perf_counter() - t0 < 15
+    assert (r.correct, r.status) == (False, "timeout"), r
+
+
+def test_a_swallowed_alarm_still_ends_the_step() -> None:
+    """The cause of an old flake: the alarm's exception, raised while Python ran a finaliser (or code
+    that catches everything), was swallowed, and the comparison ran on to "ok". The timer now fires
+    again until the exception escapes."""
+    from dualdistill.grading.grader import GradingTimeout, _time_limit
+
+    swallowed = []
+    with pytest.raises(GradingTimeout):
+        with _time_limit(0.2):
+            try:
+                while True:
+                    pass
+            except GradingTimeout:  # what a finaliser does with an exception: drops it
+                swallowed.append(True)
+            while True:  # the rest of the step: ended by the re-armed timer
+                pass
+    assert swallowed == [True]
+    with pytest.raises(GradingTimeout):  # every alarm swallowed, the step ended anyway: still a timeout
+        with _time_limit(0.1):
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                try:
+                    sum(range(1000))
+                except GradingTimeout:
+                    pass
 
 
 def test_grade_is_safe_in_threads() -> None:
@@ -157,20 +172,19 @@ def test_timeout_in_a_thread_is_enforced() -> None:
     config = GradeConfig(item_timeout=1.5)
     out: list[GradeResult] = []
     th = threading.Thread(target=lambda: out.append(grade_result(f"\\boxed{{{SLOW[1]}}}", SLOW[0], config)))
-    t0 = time.perf_counter()
     th.start()
-    th.join(30)
+    th.join(30)  # a hang guard: the helper process must be stopped at 1.5 s, the comparison needs ~10
     assert out and (out[0].correct, out[0].status) == (False, "timeout")
-    assert time.perf_counter() - t0 < 20
 
 
-def test_integers_are_fast() -> None:
+def test_integers_never_reach_math_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integers are compared on the fast path (their speed: bench/grading_bench.py)."""
+    def slow_path() -> dict:
+        raise AssertionError("an integer went to math-verify")
+
+    monkeypatch.setattr(grading, "_math_verify", slow_path)
     pairs = [(f"<answer>\\boxed{{{i}}}</answer>", str(i + (i % 2))) for i in range(2000)]
-    t0 = time.perf_counter()
-    got = [grade(r, g) for r, g in pairs]
-    per_item = (time.perf_counter() - t0) / len(pairs)
-    assert got == [i % 2 == 0 for i in range(2000)]
-    assert per_item < 1e-3, f"{per_item * 1e3:.2f} ms per integer"
+    assert [grade(r, g) for r, g in pairs] == [i % 2 == 0 for i in range(2000)]
 
 
 def test_safe_failure_and_raise_on_error(monkeypatch: pytest.MonkeyPatch) -> None:

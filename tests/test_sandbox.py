@@ -103,18 +103,19 @@ def test_numpy_and_sympy_are_importable(sb: PythonSandbox) -> None:
 
 
 # --- one adversarial test per limit -------------------------------------------------------------
+@pytest.mark.timeout(60)  # a hang guard: the timeout below must fire
 def test_infinite_loop_times_out(sb: PythonSandbox) -> None:
     t0 = time.monotonic()
     r = sb.run("print('start', flush=True)\nwhile True:\n    pass")
-    assert r.status == "timeout" and 1.4 < time.monotonic() - t0 < 6.0
+    assert r.status == "timeout" and time.monotonic() - t0 > 1.4  # it ran until its 1.5 s limit
     assert r.stdout == "start\n" and r.stderr == ""
     assert r.output == "start\nTimeoutError: execution timed out after 1.5 seconds"
 
 
+@pytest.mark.timeout(30)  # the sleep is 60 s: only the per-call timeout ends it in time
 def test_sleep_times_out_with_per_call_timeout(sb: PythonSandbox) -> None:
-    t0 = time.monotonic()
     r = sb.run("import time\ntime.sleep(60)", timeout=0.5)
-    assert r.status == "timeout" and time.monotonic() - t0 < 5.0
+    assert r.status == "timeout" and r.output.endswith("timed out after 0.5 seconds")
     assert sb.run("print('after')").stdout == "after\n"
 
 
@@ -211,19 +212,19 @@ def test_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "sk-test-do-not-leak" not in r.output
 
 
-def test_large_output_is_capped_fast(sb: PythonSandbox) -> None:
-    t0 = time.monotonic()
+@pytest.mark.timeout(60)  # a hang guard (bench/sandbox_bench.py measures the speed)
+def test_large_output_is_capped(sb: PythonSandbox) -> None:
     r = sb.run("print('a' * 25_000_000 + 'END')\nimport os\nos.write(1, b'b' * 25_000_000)\nprint('TAIL')")
-    assert r.ok and time.monotonic() - t0 < 5.0
+    assert r.ok
     assert r.stdout.startswith("aaa") and r.stdout.rstrip().endswith("TAIL")
     assert "characters omitted" in r.stdout
     assert len(r.stdout) < sb.max_output_chars + 100 and len(r.output) < sb.max_output_chars + 100
 
 
+@pytest.mark.timeout(30)  # input() must not wait for a reader that never comes
 def test_input_gets_eof(sb: PythonSandbox) -> None:
-    t0 = time.monotonic()
-    r = sb.run("x = input('number? ')")
-    assert r.status == "error" and "EOFError" in r.output and time.monotonic() - t0 < 3.0
+    r = sb.run("x = input('number? ')", timeout=20)
+    assert r.status == "error" and "EOFError" in r.output
 
 
 def test_sys_exit(sb: PythonSandbox) -> None:
@@ -263,10 +264,8 @@ def test_cpu_cap() -> None:
     """RLIMIT_CPU per call stops a CPU burner even when the wall-clock timeout is long."""
     with PythonSandbox(timeout=20.0, cpu_seconds=0.5) as box:
         box.run("kept = 5")
-        t0 = time.monotonic()
-        r = box.run("while True:\n    pass")
+        r = box.run("while True:\n    pass")  # killed by the CPU cap, long before the 20 s timeout
         assert r.status == "killed" and "SIGXCPU" in r.output, r
-        assert time.monotonic() - t0 < 15
         assert box.run("print(kept)").stdout == "5\n"
 
 

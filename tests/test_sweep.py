@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,19 @@ def test_sweep_panel_shows_the_nearest_measured_point():
 
 
 # --- on the smoke run ---------------------------------------------------------------------------------
+def _per_problem(path: Path, row: dict) -> dict[str, float]:
+    """Mean correctness per problem of the latest record per sample, for the row's benchmark and budget."""
+    latest: dict[tuple[str, int], bool] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["benchmark"] == row["benchmark"] and str(r["budget"]) == str(row["budget"]):
+            latest[(r["problem"]["id"], r["sample"])] = bool(r["correct"]) and r["status"] == "ok"
+    by: dict[str, list[bool]] = {}
+    for (pid, _), ok in latest.items():
+        by.setdefault(pid, []).append(ok)
+    return {pid: sum(v) / len(v) for pid, v in by.items()}
+
+
 @pytest.mark.slow
 def test_sweep_on_the_smoke_run(smoke_run, capsys):
     cfg, _, _ = smoke_run
@@ -127,7 +142,14 @@ def test_sweep_on_the_smoke_run(smoke_run, capsys):
         assert json.loads((root / "self_distill" / "metrics.json").read_text())["samples_drawn"] == 0  # reused
         overall = next(r for r in row["results"] if r["subset"] == "all")
         assert overall["n_problems"] == cfg.world.n_test and overall["n_paired"] == cfg.world.n_test
-        assert 0 <= overall["s2_accuracy"] <= 1 and overall["s1_accuracy"] is not None and overall["se"] >= 0
+        # S2 − S1 ± SE recomputed by hand from the records: per-problem means, paired by problem
+        s1 = _per_problem(paths.eval_records("S1"), overall)
+        s2 = _per_problem(root / "eval" / "S2.jsonl", overall)
+        diffs = [s2[p] - s1[p] for p in s1 if p in s2]
+        assert overall["s2_accuracy"] == pytest.approx(statistics.mean(s2.values()))
+        assert overall["s1_accuracy"] == pytest.approx(statistics.mean(s1.values()))
+        assert overall["delta"] == pytest.approx(statistics.mean(diffs))
+        assert overall["se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(len(diffs)))
         assert {r["subset"] for r in row["results"]} >= {"all", "computation", "insight", "either"}
         assert row["t2"]["examples"] == row["t2"]["verify"] + row["t2"]["correct"]
     assert paths.sd_samples.read_bytes() == samples_before and model_fingerprint(paths.model("S2")) == s2_before

@@ -280,18 +280,28 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+REARM_SECONDS = 0.05  # after the first alarm, the timer fires again this often until the step ends
+
+
 @contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`GradingTimeout` after ``seconds`` (main thread only; restores an outer timer)."""
+    """Raise :class:`GradingTimeout` after ``seconds`` (main thread only; restores an outer timer).
+
+    A signal handler's exception can be swallowed: when the alarm lands while Python runs a finaliser
+    (``__del__``, a weakref callback: "Exception ignored in ..."), or in code that catches everything.
+    So the timer keeps firing every :data:`REARM_SECONDS` until the exception escapes, and a step that
+    ended after its alarm fired is a timeout all the same (it ran past its limit)."""
     if not seconds or seconds <= 0 or not _in_main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
+    fired: list[bool] = []
 
     def on_alarm(signum: int, frame: Any) -> None:
+        fired.append(True)
         raise GradingTimeout(f"over {seconds} s")
 
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, REARM_SECONDS)
     start = time.monotonic()
     try:
         yield
@@ -301,6 +311,8 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         if old_delay:
             remaining = old_delay - (time.monotonic() - start)
             signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-3), old_interval)
+    if fired:  # every alarm was swallowed and the step still ended: it ran past its limit
+        raise GradingTimeout(f"over {seconds} s")
 
 
 def _slow_equal(gold: str, pred: str, config: GradeConfig) -> tuple[bool, str, str]:
