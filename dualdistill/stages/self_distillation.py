@@ -100,12 +100,14 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
     chash = samples_hash(cfg)
     paths = RunPaths.of(cfg)
     store = JsonlStore(paths.sd_samples)
+    style = cfg.student.prompt_style
+    mode = formatting.loop_mode(style)
     jobs = [SampleJob(record_key(MODEL, p.id, s, chash), p, s,
-                      formatting.sampling_prompt(p.problem, code=True, style=cfg.student.prompt_style))
+                      formatting.sampling_prompt(p.text_for(mode), code=True, style=style))
             for p in problems for s in range(sd.k)]
     settings = SampleSettings(model=MODEL, benchmark=BENCHMARK, budget_name=BUDGET_NAME, budget=sd.budget,
                               sampling=sd.sampling(), backend=sampling_backend(cfg), seed=sd.seed, config_hash=chash,
-                              role="student", call_cap=formatting.call_cap_style(cfg.student.prompt_style))
+                              role="student", call_cap=formatting.call_cap_style(style), mode=mode)
     todo = pending(jobs, store)
     log.info("self-distillation sampling: %d of %d samples missing", len(todo), len(jobs))
     if stats is not None:

@@ -299,14 +299,16 @@ class OpenAIPolicy(Policy):
     # --- completions ---------------------------------------------------------------------------
     def _common(self, request: GenerationRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         kwargs: dict[str, Any] = {"model": self.model, "max_tokens": request.max_new_tokens,
-                                  "temperature": request.temperature, "top_p": request.top_p}
+                                  "temperature": request.temperature}
+        if request.top_p is not None:  # None: the server's default (vLLM: the model's generation config)
+            kwargs["top_p"] = request.top_p
         if request.stop:
             kwargs["stop"] = list(request.stop)
         seed = request.seed if request.seed is not None else self.seed
         if seed is not None:
             kwargs["seed"] = seed
         body = dict(self.extra_body)
-        if self.is_vllm:  # other servers (OpenAI, DeepSeek) have no top_k
+        if self.is_vllm and request.top_k is not None:  # other servers (OpenAI, DeepSeek) have no top_k
             body.setdefault("top_k", request.top_k)
         if self.cfg.extra.get("return_token_ids", self.is_vllm):
             body.setdefault("return_token_ids", True)
