@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill.algorithm.selection import (
+    counts_by_grader,
     gbar_by_problem,
     gbar_histogram,
     group_by_problem,
@@ -161,7 +162,14 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
         prompt_style=cfg.student.prompt_style, transition_style=cfg.composition.transition_style,
+        grader=selection_grader(cfg),
     )
+
+
+def selection_grader(cfg: RunConfig) -> str:
+    """Whose verdicts make ḡ and pick the attempts: the official score in official mode (as the official
+    selection did), the project's strict grader otherwise."""
+    return "official" if formatting.loop_mode(cfg.student.prompt_style) == "official" else "strict"
 
 
 # --- step 7 ------------------------------------------------------------------------------------------
@@ -223,7 +231,8 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     problems = self_distill_problems(cfg)
     drawn: dict[str, int] = {}
     records = sample_student(cfg, policy=policy, problems=problems, progress=progress, stats=drawn)
-    gbars = gbar_by_problem(group_by_problem(records))
+    grader = selection_grader(cfg)
+    gbars = gbar_by_problem(group_by_problem(records), grader)
     summary: dict[str, Any] = {
         "n_problems": len(problems),
         "k": sd.k,
@@ -233,6 +242,8 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
         "gbar_mean": sum(gbars.values()) / len(gbars) if gbars else None,
         "gbar_hist": gbar_histogram(gbars.values()),
         "counts": selection_counts(gbars, sd.beta1, sd.beta2),
+        "grader": grader,
+        "counts_by_grader": counts_by_grader(group_by_problem(records), sd.beta1, sd.beta2),
         "beta1": sd.beta1,
         "beta2": sd.beta2,
         "warnings": [],
@@ -275,6 +286,11 @@ def status_lines(cfg: RunConfig, summary: dict) -> list[str]:
         ex = summary["examples"]
         lines.append(f"step 6: T2 = {summary['n_examples']} examples (verify {ex.get('verify', 0)}, correct "
                      f"{ex.get('correct', 0)}) at β1 = {summary['beta1']:g}, β2 = {summary['beta2']:g} → {paths.t2}")
+        both = summary.get("counts_by_grader")
+        if both:
+            lines.append(f"step 6: ḡ by the {summary.get('grader', 'strict')} grader; selected problems (verify / "
+                         "correct) by grader: " + ", ".join(f"{g} {c['verify']} / {c['correct']}"
+                                                              for g, c in both.items()))
     sft = summary.get("sft")
     if sft is not None:
         if "copied_from" in sft:
