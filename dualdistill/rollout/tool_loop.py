@@ -1,5 +1,9 @@
 """The one tool-integrated generation loop, used by teachers, student sampling and evaluation.
 
+This is the project's loop (the default). Official mode (``loop=OfficialLoop``, selected by the
+official prompt style) runs the official evaluation loop's state machine on the same runner:
+:mod:`dualdistill.rollout.official_loop`, docs/OFFICIAL_MODE.md.
+
     trajs = generate_trajectories(policy, items, cfg.eval.sampling(), budget=4096, sandbox_pool=pool,
                                   on_finish=record)
 

@@ -32,8 +32,9 @@ BOS text is sent to vLLM with ``add_special_tokens: false`` (no second BOS).
 Requests run on one background asyncio loop (``AsyncOpenAI``) with at most ``cfg.max_concurrency``
 in flight. The tool loop sends one request per trajectory the moment it is ready (``agenerate``;
 ``async_native``): size ``max_concurrency`` to what the server batches (a local vLLM server: its
-``--max-num-seqs``). Sampling is sent explicitly (``temperature``, ``top_p``, ``top_k`` for vLLM,
-``seed``), so a vLLM server never falls back on the model's ``generation_config``. Token in, token
+``--max-num-seqs``). Sampling is sent as the request sets it (``temperature``, ``seed``,
+``top_p`` and, for vLLM, ``top_k``); a ``top_p`` / ``top_k`` of None is left out, so a vLLM server
+fills it from the model's ``generation_config`` (as for the official requests). Token in, token
 out: with a vLLM server and a request that carries ``prompt_ids``, the prompt is sent as those ids. Each attempt is capped at ``cfg.request_timeout`` seconds (client timeout *and* a hard
 ``asyncio.wait_for``), and retried with exponential backoff (tenacity; ``Retry-After`` honoured) on
 429, 408/409/5xx, timeouts, connection errors and garbage (non-JSON, no ``choices``), up to
