@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yaml
 
-.PHONY: setup setup-vllm demo smoke rehearsal test test-fast lint lab clean-outputs
+.PHONY: setup setup-vllm demo smoke rehearsal rehearsal-official test test-fast lint lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ REHEARSAL_INPUTS ?= outputs/rehearsal/inputs
 rehearsal: setup setup-vllm  ## the paper-scale params end to end on CPU with stand-ins (docs/REPRODUCING.md)
 	$(PY) -m dualdistill.pipeline.rehearsal prepare $(REHEARSAL_INPUTS)
 	$(VENV)/bin/dualdistill run params/rehearsal.yaml
+
+rehearsal-official: setup setup-vllm  ## the rehearsal in official mode end to end (docs/OFFICIAL_MODE.md)
+	$(PY) -m dualdistill.pipeline.rehearsal prepare $(REHEARSAL_INPUTS)
+	$(VENV)/bin/dualdistill run params/rehearsal-official.yaml
 
 test: setup setup-vllm  ## the whole test suite (unit, notebooks, smoke pipeline, vLLM-on-CPU server)
 	$(PY) -m pytest -q

@@ -128,8 +128,11 @@ class SamplingSettings(Strict):
     (:meth:`sampling`)."""
 
     temperature: float = Field(0.6, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling, sent explicitly to every backend")
-    top_k: int = Field(-1, ge=-1, description="top-k sampling (-1: off), sent explicitly (vLLM, hf)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; None: the engine's default — the "
+                                "model's generation config (a vLLM server fills it, hf and in-process vLLM read it), "
+                                "as the official requests leave it")
+    top_k: int | None = Field(None, ge=-1, description="top-k sampling (-1: off); None: the engine's default (the "
+                              "model's generation config; off where it sets none)")
     max_code_calls: int = Field(10, ge=0, description="code calls per trajectory (paper: 10)")
     max_in_flight: int = Field(256, ge=1, description="trajectories under way at once in the tool loop (a GPU engine "
                                "runs 256-1,024 sequences at once; the hf backend takes at most one batch, "

@@ -166,3 +166,20 @@ def test_replay_in_the_tool_loop_gives_a_valid_text_trajectory():
     assert t.finish_reason == "answer" and t.format_valid and t.final_answer == "42"
     assert [s.kind for s in t.segments] == ["think", "answer"]
     assert t.n_tokens == t.n_generated_tokens == policy.count_tokens(t.completion[len("<think>\n"):])
+
+
+def test_hf_top_p_top_k_unset_are_the_generation_configs_own_values():
+    """top_p/top_k None = the engine's default: what the model's generation_config sets explicitly, else
+    off — not transformers' class default top_k=50 (the tiny model sets top_p 1.0, top_k 0: no change)."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from dualdistill.rollout.backends.hf import HFPolicy
+
+    def defaults(**kw):
+        return HFPolicy.default_sampling(SimpleNamespace(model=SimpleNamespace(generation_config=GenerationConfig(**kw))))
+
+    assert defaults() == (1.0, -1)
+    assert defaults(do_sample=True, temperature=0.6, top_p=0.95) == (0.95, -1)
+    assert defaults(do_sample=True, top_p=1.0, top_k=0) == (1.0, 0)

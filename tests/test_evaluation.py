@@ -406,10 +406,49 @@ def test_eval_agentic_r1_params_run_on_cpu_with_a_tiny_model(tmp_path, repo_root
     assert len(records) == 8
     for r in records:
         request = r["trajectory"]["prompt"] + formatting.GENERATION_PREFIX  # the loop prefills "<think>\n"
-        assert request == formatting.build_prompt(r["problem"]["problem"], code=True, style="official-eval")
+        text = Problem.from_dict(r["problem"]).text_for("official")  # as read: the official code does not strip
+        assert request == formatting.build_prompt(text, code=True, style="official-eval")
         assert isinstance(r["official_correct"], bool) and isinstance(r["correct"], bool)
     rows = [row for row in eval_rows(cfg) if row["subset"] == "all"]
     assert len(rows) == 4 and all(row["official_accuracy"] is not None and row["score_disagreement"] is not None
                                   for row in rows)
     md = open(analysis.run(cfg, progress=False)["results_md"]).read()
     assert "official-comparable score" in md and "| paper: Agentic-R1-7B |" in md
+
+
+# --- official mode: the first request of every problem of the four benchmarks -----------------------
+@pytest.mark.parametrize("name", ["aime2025", "amc", "combinatorics300", "math500"])
+def test_official_first_requests_are_the_official_ones_for_every_problem(name, shared_data):
+    """Official mode sends the problem text as read from the file (the official code does not strip it):
+    the first request of every problem is BOS + what the official ``server_inference`` sends (its
+    server adds the BOS), byte for byte — also for the problems whose text has surrounding whitespace."""
+    from types import SimpleNamespace
+
+    from dualdistill.data.benchmarks import benchmark_source
+    from dualdistill.data.loaders import load_file
+    from tests import official_ref as ref
+
+    ev = ref.evaluate()
+    sent: list[str] = []
+
+    class FirstRequest:
+        def __init__(self, **_):
+            self.completions = SimpleNamespace(create=lambda *, prompt, **__: sent.append(prompt) or iter([]))
+
+    src = benchmark_source(name)
+    rows = [json.loads(line) for line in open(src.path, encoding="utf-8") if line.strip()]
+    problems = load_file(src)
+    assert len(problems) == len(rows)
+    old, ev.OpenAI = ev.OpenAI, FirstRequest
+    try:
+        for row in rows:
+            ev.server_inference(model_base_url="x", model_name="m", tokenizer_path="t",
+                                input=ref.utils().find_question(row), code_mode=True)
+    finally:
+        ev.OpenAI = old
+    mode = formatting.loop_mode("official")
+    ours = [formatting.sampling_prompt(p.text_for(mode), code=True, style="official") + formatting.GENERATION_PREFIX
+            for p in problems]
+    assert ours == [formatting.BOS_TOKEN + s for s in sent]
+    stripped = sum(p.problem != p.text_for(mode) for p in problems)
+    assert stripped == {"combinatorics300": 6}.get(name, 0)  # the project's own mode still strips these

@@ -320,8 +320,10 @@ class FakeStudent(Policy):
 
     name = "fake-student"
 
-    def __init__(self, k: int, *, fail_on: int | None = None, error_samples: frozenset = frozenset()) -> None:
+    def __init__(self, k: int, *, fail_on: int | None = None, error_samples: frozenset = frozenset(),
+                 wrong: str | None = None) -> None:
         self.k, self.fail_on, self.error_samples = k, fail_on, error_samples
+        self.wrong = wrong  # the wrong answer (default: the gold with a 0 appended)
         self.calls = 0
         self.seen: list[tuple[str, int]] = []
 
@@ -337,7 +339,7 @@ class FakeStudent(Policy):
                 out.append(Generation("", "error", 0, error="server went away"))
                 continue
             n = int(p.id.rsplit("/", 1)[1])
-            ans = p.answer if s < n % (self.k + 1) else f"{p.answer}0"
+            ans = p.answer if s < n % (self.k + 1) else self.wrong or f"{p.answer}0"
             text = f"Sample {s}.\n</think>\n<answer>\nThe answer is \\boxed{{{ans}}}\n"
             out.append(Generation(text, "stop", n_tokens=12, stop="</answer>"))
         return out
@@ -564,7 +566,7 @@ def test_replay_mixes_a_seeded_sample_of_t1(tmp_path):
 # --- the paper's setup: official prompts and transitions, no contaminated problem ------------------------
 class PromptRecorder(FakeStudent):
     def __init__(self, k: int) -> None:
-        super().__init__(k)
+        super().__init__(k, wrong="\\pi^{3}+q")  # wrong under both graders (official mode selects by its score)
         self.prompts: list[str] = []
 
     def generate(self, requests):
@@ -619,3 +621,27 @@ def test_self_distillation_problems_exclude_near_duplicates_of_the_test_sets(tmp
     for p in problems:  # recorded R1 solutions (DeepMath's) for the problems sampled, and only those
         p.meta["r1_solution_1"] = f"Okay.</think>\\boxed{{{p.answer}}}"
     assert set(load_teacher_solutions(cfg, problems)) == {p.id for p in problems}  # none for /2
+
+
+def test_official_mode_selects_by_the_official_score_and_reports_both_graders(tmp_path, monkeypatch):
+    """Official mode: ḡ and the attempts picked come from the official ``compute_score`` verdicts (as the
+    official selection did); T2's counts are reported under both graders. FakeStudent's wrong answers
+    append a digit to the gold ("5" -> "50"): strictly wrong, found by the official substring score."""
+    import dualdistill.stages.self_distillation as SD
+
+    base = make_cfg(tmp_path, n=4, k=4).model_dump(mode="json", exclude={"source"})
+    cfg = config_from_dict({**base, "student": {"prompt_style": "official"},
+                            "composition": {"transition_style": "official"}})
+    rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:4]]
+    solutions = {f"whole_training_set/{i}": [text_solution(str(r["answer"]))] for i, r in enumerate(rows)}
+    monkeypatch.setattr(SD, "load_teacher_solutions", lambda cfg, problems: solutions)
+    summary = SD.self_distill(cfg, until="select", policy=FakeStudent(4), progress=False)
+    assert summary["grader"] == "official" and SD.selection_grader(cfg) == "official"
+    strict, off = summary["counts_by_grader"]["strict"], summary["counts_by_grader"]["official"]
+    assert summary["counts"] == off
+    assert strict["solved"] < strict["problems"] and off["solved"] == off["problems"] == 4
+    assert summary["n_examples"] == 0  # every problem is "solved" by the official score
+    lines = SD.status_lines(cfg, summary)
+    assert any("by the official grader" in line and "strict" in line for line in lines)
+    project = config_from_dict(base)
+    assert SD.selection_grader(project) == "strict"

@@ -59,17 +59,31 @@ def _ok(records: Iterable[dict]) -> list[dict]:
     return [r for r in records if r.get("status", "ok") == "ok"]
 
 
-def gbar(records: Iterable[dict]) -> float | None:
-    """Mean correctness over the successful samples of one problem (None without any)."""
+GRADERS = ("strict", "official")
+
+
+def is_correct(rec: dict, grader: str = "strict") -> bool:
+    """A sample's verdict: ``strict``, the project's grader (``correct``); ``official``, the official
+    ``compute_score`` verdict (``official_correct``; not computable in time counts as wrong), which the
+    official self-distillation selection used."""
+    if grader == "strict":
+        return bool(rec["correct"])
+    if grader == "official":
+        return bool(rec.get("official_correct"))
+    raise ValueError(f"grader must be one of {GRADERS}, got {grader!r}")
+
+
+def gbar(records: Iterable[dict], grader: str = "strict") -> float | None:
+    """Mean correctness (by ``grader``) over the successful samples of one problem (None without any)."""
     ok = _ok(records)
-    return sum(bool(r["correct"]) for r in ok) / len(ok) if ok else None
+    return sum(is_correct(r, grader) for r in ok) / len(ok) if ok else None
 
 
-def gbar_by_problem(samples_by_problem: Mapping[str, list[dict]]) -> dict[str, float]:
-    """ḡ per problem; problems without a successful sample are left out."""
+def gbar_by_problem(samples_by_problem: Mapping[str, list[dict]], grader: str = "strict") -> dict[str, float]:
+    """ḡ per problem (by ``grader``); problems without a successful sample are left out."""
     out = {}
     for pid, recs in samples_by_problem.items():
-        g = gbar(recs)
+        g = gbar(recs, grader)
         if g is not None:
             out[pid] = g
     return out
@@ -123,6 +137,11 @@ def selection_counts(gbar_values: Iterable[float] | Mapping[str, float], beta1: 
         "examples": verify + correct,
         "problems_used": sum(bool(r) for r in rules),
     }
+
+
+def counts_by_grader(samples_by_problem: Mapping[str, list[dict]], beta1: float, beta2: float) -> dict[str, dict]:
+    """:func:`selection_counts` with ḡ from each grader (strict, official): how T2 would differ."""
+    return {g: selection_counts(gbar_by_problem(samples_by_problem, g), beta1, beta2) for g in GRADERS}
 
 
 def selection_sweep(gbar_values: Sequence[float], beta1s: Sequence[float], beta2s: Sequence[float]) -> list[dict[str, Any]]:
@@ -219,6 +238,7 @@ def select_examples(
     mask_before_transition: str = "wrong_first",
     prompt_style: str = "r1",
     transition_style: str = "project",
+    grader: str = "strict",
 ) -> tuple[list[dict], dict]:
     """Step 6: T2 training examples from cached samples (pure; no sampling, no I/O).
 
@@ -229,6 +249,9 @@ def select_examples(
     rule), ``shortest`` (fewest tokens), ``first``. ``mask_before_transition``: ``wrong_first``
     masks the student part of corrections only, ``always`` of both rules, ``never`` of none.
     ``transition_style``: ``project`` (a transition line) or ``official`` (module docstring).
+    ``grader``: whose verdicts make ḡ and which attempts are picked (:func:`is_correct`): the
+    project's strict grade, or the official score (official mode, as the official selection did);
+    the report's ``counts_by_grader`` holds the counts under both.
 
     Returns ``(examples, report)``; the report counts problems per rule and lists problems that
     would contribute but have no teacher solution (``no_teacher_solution``) or no usable student
@@ -246,10 +269,11 @@ def select_examples(
         "verify": mask_before_transition == "always",
         "correct": mask_before_transition in ("wrong_first", "always"),
     }
-    gbars = gbar_by_problem(samples_by_problem)
+    gbars = gbar_by_problem(samples_by_problem, grader)
     report: dict[str, Any] = {
-        "beta1": beta1, "beta2": beta2, "pick": pick,
+        "beta1": beta1, "beta2": beta2, "pick": pick, "grader": grader,
         **selection_counts(gbars, beta1, beta2),
+        "counts_by_grader": counts_by_grader(samples_by_problem, beta1, beta2),
         "problems": len(samples_by_problem),
         "no_samples": sorted(set(samples_by_problem) - set(gbars)),
         "examples": {r: 0 for r in RULES},
@@ -279,7 +303,7 @@ def select_examples(
             want = rule == "verify"
             candidates = []
             for rec in ok:
-                if bool(rec["correct"]) != want:
+                if is_correct(rec, grader) != want:
                     continue
                 student = student_part(rec)
                 if student is not None and transition_style == "official" and any(

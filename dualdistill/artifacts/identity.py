@@ -15,6 +15,7 @@ from typing import Any
 
 from dualdistill.common.hashing import stable_hash
 from dualdistill.config import RunConfig
+from dualdistill.rollout.official_loop import OFFICIAL_LOOP_VERSION
 
 
 def _pick(data: dict[str, Any], dotted: str) -> Any:
@@ -77,4 +78,6 @@ def samples_hash(cfg: RunConfig) -> str:
     fields = config_hash(cfg, *S1_FIELDS, "self_distill.temperature", "self_distill.top_p", "self_distill.top_k",
                          "self_distill.budget", "self_distill.max_code_calls", "self_distill.seed", "sandbox.timeout",
                          exclude=S1_EXCLUDE)
+    if cfg.student.prompt_style == "official":  # the official loop samples (formatting.loop_mode)
+        return stable_hash([fields, backend, OFFICIAL_LOOP_VERSION])
     return stable_hash([fields, backend])

@@ -105,6 +105,8 @@ def _finish(problem: Any, answer: Any, meta: dict[str, Any], *, source: str, ind
     fmap = src.field_map
     pid = meta.get(fmap["id"]) if "id" in fmap else None
     subset = meta.get(fmap["subset"]) if "subset" in fmap else src.subset
+    if problem != problem.strip():  # the official code keeps the text as read (Problem.text_for)
+        meta = {**meta, "problem_as_read": problem}
     return Problem(id=f"{source}/{pid if pid is not None else index}", problem=problem.strip(),
                   answer=ans, source=source, subset=subset if subset is None else str(subset), meta=meta)
 

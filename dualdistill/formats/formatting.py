@@ -199,6 +199,16 @@ def sampling_prompt(problem: str, *, code: bool, style: str = "r1") -> str:
     return build_prompt(problem, code=code, style=style)
 
 
+LOOP_MODES = ("project", "official")
+
+
+def loop_mode(style: str) -> str:
+    """Which tool loop samples a student of ``style``: the official styles the official evaluation
+    loop (``rollout.official_loop``: its requests, executor and texts), the project's styles the
+    project's loop."""
+    return "official" if style in OFFICIAL_PROMPT_STYLES else "project"
+
+
 def call_cap_style(style: str) -> str:
     """How the tool loop ends code use after the last allowed call for a student of ``style``: the
     official styles the official way (the notice in an executor block, then ``<answer>``), the

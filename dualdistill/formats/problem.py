@@ -34,6 +34,12 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def text_for(self, loop: str) -> str:
+        """The problem text a prompt holds: as read from the source for the official loop (the
+        official code does not strip it; ``meta["problem_as_read"]``, kept where it differs),
+        else the stripped text."""
+        return self.meta.get("problem_as_read", self.problem) if loop == "official" else self.problem
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Problem:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualdistill.formats import formatting
+from dualdistill.formats import formatting, official
 from dualdistill.formats.formatting import Segment
 
 FINISH_REASONS = ("answer", "eos", "length", "call_cap", "error")
@@ -16,7 +16,9 @@ FINISH_REASONS = ("answer", "eos", "length", "call_cap", "error")
 
 @dataclass
 class Trajectory:
-    """One response to one prompt. ``completion`` (the tag text) is ``render(segments)``."""
+    """One response to one prompt. ``completion`` (the tag text) is ``render(segments)``; for a
+    trajectory of the official loop (``meta["text_format"] == "official"``) the official rendering,
+    which gives back the official text exactly."""
 
     problem_id: str
     role: str  # "text", "agent" (teachers), "student", or a model name in evaluation
@@ -33,8 +35,12 @@ class Trajectory:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def official_text(self) -> bool:
+        return self.meta.get("text_format") == "official"
+
+    @property
     def completion(self) -> str:
-        return formatting.render(self.segments)
+        return official.render(self.segments) if self.official_text else formatting.render(self.segments)
 
     @property
     def final_answer(self) -> str | None:
@@ -46,6 +52,8 @@ class Trajectory:
 
     @property
     def format_valid(self) -> bool:
+        if self.official_text:
+            return official.is_valid(self.segments)
         return formatting.is_valid(self.segments)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@
   teachers live in ``world``);
 - ``tool_loop``: generate → run the code in the sandbox → append the executor's output → generate,
   one coroutine per trajectory, written once for teachers, student sampling and evaluation;
+- ``official_loop``: official mode, the official evaluation loop (``sft/evaluate.py::server_inference``)
+  request by request on the same runner, its code run by ``sandbox.official_executor``;
 - ``recorder``: sample → grade → record, resumable and crash-safe, for every stage that samples;
 - ``server_process``: a local HTTP server as a child process (a policy's ``serve`` section, vLLM).
 

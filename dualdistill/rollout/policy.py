@@ -46,7 +46,8 @@ class GenerationRequest:
     its token ids as the engine should see them (the sampled ids and the ids of inserted text, not a
     re-tokenisation): engines that take ids continue from them. The stop string, when hit, is *not*
     included in the returned text (as in vLLM and the OpenAI API). Sampling: ``temperature``,
-    ``top_p``, ``top_k`` (-1 = off) and ``seed``, sent explicitly to every backend. ``context`` carries
+    ``top_p``, ``top_k`` (-1 = off; None = the engine's default, i.e. the model's generation config,
+    left unsent to a server) and ``seed``. ``context`` carries
     what non-LLM policies need (``problem``: the Problem record; ``first_attempt``: the first
     teacher's completion; ``completion``: the completion so far; ``sample``: sample index).
     """
@@ -57,8 +58,8 @@ class GenerationRequest:
     temperature: float = 0.6
     seed: int | None = None
     context: dict[str, Any] = field(default_factory=dict)
-    top_p: float = 1.0
-    top_k: int = -1  # -1: off
+    top_p: float | None = None  # None: the engine's default (the model's generation config)
+    top_k: int | None = None  # -1: off; None: the engine's default
     prompt_ids: list[int] | None = None  # the token ids of ``prompt`` (token in, token out), where known
 
 

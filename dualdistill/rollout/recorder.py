@@ -37,11 +37,13 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 from dualdistill.common import progress
 from dualdistill.common.failures import short_error
 from dualdistill.config import PolicyConfig, SamplingSettings
+from dualdistill.formats.formatting import LOOP_MODES
 from dualdistill.formats.problem import Problem
 from dualdistill.formats.records import SampleRecord
 from dualdistill.formats.trajectory import Trajectory
 from dualdistill.grading import official_score
 from dualdistill.grading.grader import grade_result
+from dualdistill.rollout.official_loop import OfficialLoop
 from dualdistill.rollout.policy import Policy, build_policy
 from dualdistill.rollout.tool_loop import RolloutItem, generate_trajectories
 from dualdistill.sandbox.pool import SandboxPool
@@ -90,11 +92,16 @@ class _Errored(Exception):
 def record_trajectories(policy: Policy, jobs: list[Job], store: Any, settings: SamplingSettings, *, budget: int,
                         to_record: ToRecord, seed: int = 0, tools: bool = True,
                         sandbox_pool: SandboxPool | None = None, call_cap: str = "notice", retries: int = 0,
-                        backoff: float = 1.0, bar: Any = None, halt_after: int = HALT_AFTER) -> RecordCounts:
+                        backoff: float = 1.0, bar: Any = None, mode: str = "project",
+                        halt_after: int = HALT_AFTER) -> RecordCounts:
     """Sample every job with the tool loop and append ``to_record(job, trajectory, error)`` to
-    ``store`` as each ends (module docstring). ``to_record`` gets ``error=None`` for a trajectory that
+    ``store`` as each ends (module docstring). ``mode``: the project's loop or the official one
+    (:mod:`dualdistill.rollout.official_loop`). ``to_record`` gets ``error=None`` for a trajectory that
     finished, and the error (``trajectory`` possibly None) for one recorded as failed after
     ``retries`` more tries."""
+    if mode not in LOOP_MODES:
+        raise ValueError(f"mode must be one of {LOOP_MODES}, got {mode!r}")
+    loop = OfficialLoop if mode == "official" else None
     counts = RecordCounts()
     last: dict[str, tuple[Trajectory | None, str]] = {}
     done: set[str] = set()
@@ -135,7 +142,7 @@ def record_trajectories(policy: Policy, jobs: list[Job], store: Any, settings: S
         try:
             generate_trajectories(policy, [j.item for j in todo], settings, budget=budget, seed=seed, tools=tools,
                                   sandbox_pool=sandbox_pool, call_cap=call_cap, on_finish=on_finish, halt=halt,
-                                  progress=False)
+                                  progress=False, loop=loop)
         except Exception as err:  # a policy or sandbox that raised: what is not recorded is tried again
             if not retries:
                 raise  # nothing to try again: the caller fails loudly (what ended is on disk)
@@ -191,6 +198,7 @@ class SampleSettings:
     benchmark_version: str = "custom"
     role: str | None = None  # who answers, for the per-request seeds (default: the model's name)
     call_cap: str = "notice"
+    mode: str = "project"  # the tool loop: project | official (formatting.loop_mode)
 
 
 def sampling_record(backend: str, sampling: SamplingSettings, seed: int) -> dict[str, Any]:
@@ -232,7 +240,7 @@ def sample_and_record(policy: Policy | Callable[[], Policy], jobs: list[SampleJo
             policy, [Job(j.key, RolloutItem(problem=j.problem, prompt=j.prompt, role=role, sample=j.sample))
                      for j in todo],
             store, settings.sampling, budget=settings.budget, to_record=to_record, seed=settings.seed,
-            tools=settings.tools, sandbox_pool=sandbox_pool, call_cap=settings.call_cap, bar=bar)
+            tools=settings.tools, sandbox_pool=sandbox_pool, call_cap=settings.call_cap, bar=bar, mode=settings.mode)
     finally:
         bar.close()
     return counts.written

@@ -1,5 +1,9 @@
 """The one tool-integrated generation loop, used by teachers, student sampling and evaluation.
 
+This is the project's loop (the default). Official mode (``loop=OfficialLoop``, selected by the
+official prompt style) runs the official evaluation loop's state machine on the same runner:
+:mod:`dualdistill.rollout.official_loop`, docs/OFFICIAL_MODE.md.
+
     trajs = generate_trajectories(policy, items, cfg.eval.sampling(), budget=4096, sandbox_pool=pool,
                                   on_finish=record)
 
@@ -105,6 +109,9 @@ class _State:
     steps: int = 0
     finish: str | None = None
     error: str | None = None
+    program: str = ""  # official loop: the program its executor replays
+    forced: bool = False  # official loop: the answer after the cap was asked for
+    statuses: list[str] = field(default_factory=list)  # official loop: each call's status
 
     @property
     def n_tokens(self) -> int:
@@ -408,11 +415,14 @@ def generate_trajectories(
     halt: Callable[[], str | None] | None = None,
     progress: bool = True,
     desc: str = "",
+    loop: type[_Loop] | None = None,
 ) -> list[Trajectory]:
     """Sample one trajectory per item with the tool loop (see the module docstring), as ``settings``
     say, within ``budget`` tokens each; returns them in item order. With ``tools=True`` and no pool a
     default one is made for this call and closed after. ``halt``, asked before each trajectory starts,
-    returns a reason to start no more: the rest then end at once as errors carrying that reason."""
+    returns a reason to start no more: the rest then end at once as errors carrying that reason.
+    ``loop``: another state machine on the same runner (the official loop,
+    :class:`dualdistill.rollout.official_loop.OfficialLoop`)."""
     if budget < 1:
         raise ValueError(f"budget must be positive, got {budget}")
     if call_cap not in CALL_CAPS:
@@ -422,14 +432,14 @@ def generate_trajectories(
     own_pool = None
     if tools and settings.max_code_calls > 0 and sandbox_pool is None:
         sandbox_pool = own_pool = make_sandbox_pool(SandboxConfig())
-    loop = _Loop(policy, settings, budget=budget, pool=sandbox_pool, tools=tools, call_cap=call_cap)
+    machine = (loop or _Loop)(policy, settings, budget=budget, pool=sandbox_pool, tools=tools, call_cap=call_cap)
     states = [_State(index=i, item=it, seed=seed) for i, it in enumerate(items)]
     for st in states:
-        loop.start(st)
+        machine.start(st)
     bar = _progress_bar(len(states), desc, progress)
     window = in_flight_window(policy, settings.max_in_flight)
     try:
-        results = _in_own_thread(lambda: _run_all(loop, states, window=window, bar=bar, on_finish=on_finish,
+        results = _in_own_thread(lambda: _run_all(machine, states, window=window, bar=bar, on_finish=on_finish,
                                                   halt=halt, max_steps=budget + settings.max_code_calls + 2))
     finally:
         bar.close()

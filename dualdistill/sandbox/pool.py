@@ -107,6 +107,23 @@ class SandboxPool:
         finally:
             self._give_back(sb)
 
+    def run_script(self, source: str, timeout: float | None = None, *, after: str | None = None) -> ExecResult:
+        """Run ``source`` in a fresh interpreter in whichever worker is free
+        (:meth:`PythonSandbox.run_script`: nothing is kept between calls, no namespace is held)."""
+        with self._cond:
+            while not self._idle and not self._closed:
+                self.stats["waits"] += 1
+                self._cond.wait()
+            if self._closed:
+                raise SandboxError("the sandbox pool is closed")
+            sb = self._idle.pop()
+            self.stats["runs"] += 1
+            self.stats["max_running"] = max(self.stats["max_running"], self.running)
+        try:
+            return sb.run_script(source, timeout, after=after)
+        finally:
+            self._give_back(sb)
+
     def release(self, owner: Hashable) -> None:
         """``owner`` is done: its namespace is dropped (now if its worker is free, else later)."""
         with self._cond:

@@ -82,6 +82,7 @@ __all__ = ["ExecResult", "PythonSandbox", "SandboxError", "namespaces_available"
 STATUSES = ("ok", "error", "timeout", "killed")
 TIMEOUT_MESSAGE = "TimeoutError: execution timed out after {timeout} seconds"
 KILLED_MESSAGE = "Error: the Python process exited unexpectedly ({why})"
+_SCRIPT_GRACE = 5.0  # seconds the parent waits past a script's own limit (writing the file, the kill)
 STATE_LOST_NOTICE = "Note: the earlier state could not be restored; variables from previous runs are gone."
 
 class SandboxError(RuntimeError):
@@ -99,6 +100,7 @@ class ExecResult:
     error: str | None = None  # one line: the exception, the timeout, how the process died
     notice: str | None = None  # e.g. state could not be restored after a kill
     max_chars: int | None = field(default=None, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. a script's file and exit status
 
     @property
     def ok(self) -> bool:
@@ -290,6 +292,52 @@ class PythonSandbox:
                 stdout=out.text(), stderr=err.text(), status=status, duration=time.monotonic() - t0,
                 error=error, notice=notice, max_chars=self.max_output_chars,
             )
+
+    def run_script(self, source: str, timeout: float | None = None, *, after: str | None = None) -> ExecResult:
+        """Run ``source`` as a file of its own in a fresh interpreter (``python FILE``, no state kept;
+        the file is ``workspace/tmpXXXXXXXX.py`` in the sandbox's working directory, removed after),
+        with every limit of the sandbox and ``timeout`` seconds of wall clock for the whole process,
+        start-up included. ``after``: stdout is cut to what follows its last occurrence (before the
+        output cap). Status ``ok`` (exit 0), ``error`` (another exit status), ``timeout`` (killed at
+        the limit: its output is dropped) or ``killed`` (the worker itself died); ``meta`` of the
+        result: the file's path and the exit status."""
+        if not isinstance(source, str):
+            raise TypeError(f"source must be str, not {type(source).__name__}")
+        timeout = self.timeout if timeout is None else float(timeout)
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        with self._lock:
+            self._check_open()
+            t0 = time.monotonic()
+            worker = self._state.get("worker")
+            if worker is not None and worker.ready and worker.proc.poll() is not None:
+                self._restart()
+            worker = self._state.get("worker") or self._spawn()
+            if not worker.ready:
+                worker = self._await_ready(worker)
+            out, err = Capture(self.max_output_chars), Capture(self.max_output_chars)
+            worker.drain(None, None)
+            worker.dirty = True
+            cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout + 1.0
+            sent = worker.send({"op": "script", "source": source, "timeout": timeout, "cpu": cpu, "after": after})
+            reply = worker.pump(time.monotonic() + timeout + _SCRIPT_GRACE, out, err) if sent else "eof"
+            if isinstance(reply, dict) and reply.get("op") is None:
+                worker.drain(out, err)
+                omitted = reply.get("omitted") or [0, 0, 0, 0]
+                status = reply.get("status", "error")
+                return ExecResult(
+                    stdout=out.text(omitted[0], omitted[1]), stderr=err.text(omitted[2], omitted[3]), status=status,
+                    duration=time.monotonic() - t0,
+                    error=TIMEOUT_MESSAGE.format(timeout=timeout) if status == "timeout" else None,
+                    max_chars=self.max_output_chars,
+                    meta={"path": reply.get("path"), "returncode": reply.get("returncode")},
+                )
+            worker.kill() if isinstance(reply, (dict, str)) else None
+            worker.drain(None, None, until_eof=0.5)
+            why = worker.exit_reason()
+            self._restart()
+            return ExecResult(status="killed", duration=time.monotonic() - t0,
+                              error=KILLED_MESSAGE.format(why=why), max_chars=self.max_output_chars)
 
     # --- internals ----------------------------------------------------------------------------
     def _check_open(self) -> None:

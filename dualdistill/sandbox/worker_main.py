@@ -17,7 +17,9 @@ serves requests until its request pipe closes. Without namespaces the same scrip
 Protocol: length-prefixed (4-byte big-endian) frames; requests are marshal (from the trusted
 parent), replies JSON (the parent never unmarshals what sandboxed code could forge). Requests
 ``{"op": "run", "code", "cpu", "ns"}``, ``{"op": "replay", "cells", "cpu", "ns"}`` (into a fresh
-namespace) and ``{"op": "drop", "ns"}``; replies ``{"status", "error", "duration", "omitted"}``,
+namespace), ``{"op": "drop", "ns"}`` and ``{"op": "script", "source", "timeout", "cpu", "after"}`` (the
+source written to ``workspace/tmpXXXXXXXX.py`` and run by a fresh interpreter as ``python FILE``, its
+own wall-clock ``timeout`` inside; stdout cut to what follows the last ``after``, if given); replies ``{"status", "error", "duration", "omitted"}``,
 after a first ``{"op": "ready", ...}``. Each ``ns`` (one trajectory) has a ``__main__`` module of
 its own and its own state of the global random generators (``random``, ``numpy.random``), swapped
 in when its cell runs; a new namespace starts them freshly seeded, as a fresh process would. User stdout/stderr are
@@ -330,6 +332,8 @@ class Worker:
             elif req["op"] == "drop":
                 self.drop(req.get("ns", ""))
                 reply = {"status": "ok"}
+            elif req["op"] == "script":
+                reply = self.run_script(req["source"], req["timeout"], req["cpu"], req.get("after"))
             else:
                 reply = {"status": "error", "error": f"unknown op {req['op']!r}"}
             self.kill_strays()
@@ -431,6 +435,47 @@ class Worker:
         os.dup2(self.std_fds[1], 2)
         return {"status": status, "error": error, "duration": duration,
                 "omitted": [out.omitted, out.marker_len, err.omitted, err.marker_len]}
+
+    def run_script(self, source, timeout, cpu, after):
+        """``source`` as a file of its own, run by a fresh ``python FILE`` (a script's tracebacks name
+        that file and its lines); the environment is the worker's without a fixed hash seed."""
+        import subprocess
+        import tempfile
+
+        self._cpu_limit(cpu)
+        os.makedirs("workspace", exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir="workspace", suffix=".py", delete=False, encoding="utf-8") as f:
+            f.write(source)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+        status, stdout, stderr, code = "ok", "", "", None
+        t0 = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, os.path.abspath(f.name)], capture_output=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL, env=env)
+            stdout = done.stdout.decode("utf-8", "replace")
+            stderr = done.stderr.decode("utf-8", "replace")
+            code = done.returncode
+            status = "ok" if code == 0 else "error"
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        except OSError as e:
+            status, stderr = "error", f"cannot start python: {e}"
+        finally:
+            try:
+                os.remove(f.name)
+            except OSError:
+                pass
+        duration = time.perf_counter() - t0
+        if after is not None:
+            stdout = stdout.split(after)[-1]
+        omitted = []
+        for fd, text in ((self.std_fds[0], stdout), (self.std_fds[1], stderr)):
+            stream = CappedStream(fd, self.cap)
+            stream.write(text)
+            stream.finish()
+            omitted += [stream.omitted, stream.marker_len]
+        return {"status": status, "error": None, "duration": duration, "returncode": code, "path": f.name,
+                "omitted": omitted}
 
     @staticmethod
     def _format(e):

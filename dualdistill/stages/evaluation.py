@@ -44,6 +44,7 @@ from dualdistill.data.loaders import load_source
 from dualdistill.formats import formatting
 from dualdistill.formats.problem import Problem
 from dualdistill.report.metrics import default_comparisons, latest_per_sample, paired_rows, summarize
+from dualdistill.rollout.official_loop import OFFICIAL_LOOP_VERSION
 from dualdistill.rollout.policy import Policy
 from dualdistill.rollout.recorder import (
     SampleJob,
@@ -76,9 +77,10 @@ def eval_hash(pcfg: PolicyConfig | None, *, budget: int, sampling: dict[str, Any
         policy["fingerprint"] = model_fingerprint(pcfg.model) if pcfg.model else None
     limits = None if sandbox is None else {"timeout": sandbox.timeout, "memory_mb": sandbox.memory_mb,
                                            "max_output_chars": sandbox.max_output_chars}
+    loop = {"loop": OFFICIAL_LOOP_VERSION} if formatting.loop_mode(prompt_style) == "official" else {}
     return stable_hash({"budget": budget, "sampling": sampling, "tools": tools,
                         "max_code_calls": max_code_calls, "benchmark_version": benchmark_version, "policy": policy,
-                        "sandbox": limits, "prompt_style": prompt_style})
+                        "sandbox": limits, "prompt_style": prompt_style, **loop})
 
 
 # --- one model on one benchmark at one budget ---------------------------------------------------
@@ -117,12 +119,13 @@ def evaluate_model(
     chash = eval_hash(policy_config, budget=budget, sampling=sampling_record(backend, sampling, seed), tools=tools,
                       max_code_calls=sampling.max_code_calls, benchmark_version=version, sandbox=sandbox,
                       prompt_style=prompt_style)
+    mode = formatting.loop_mode(prompt_style)
     jobs = [SampleJob(record_key(model_name, benchmark, budget_name, p.id, s, chash), p, s,
-                      formatting.sampling_prompt(p.problem, code=tools, style=prompt_style))
+                      formatting.sampling_prompt(p.text_for(mode), code=tools, style=prompt_style))
             for p in problems for s in range(samples)]
     settings = SampleSettings(model=model_name, benchmark=benchmark, budget_name=budget_name, budget=budget,
                               sampling=sampling, backend=backend, seed=seed, tools=tools, config_hash=chash,
-                              benchmark_version=version, call_cap=formatting.call_cap_style(prompt_style))
+                              benchmark_version=version, call_cap=formatting.call_cap_style(prompt_style), mode=mode)
     sample_and_record(policy, jobs, store, settings, sandbox_pool=sandbox_pool, show_progress=progress,
                       desc=f"{model_name}/{benchmark}/{budget_name}")
     latest = store.latest()

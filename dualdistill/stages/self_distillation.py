@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill.algorithm.selection import (
+    counts_by_grader,
     gbar_by_problem,
     gbar_histogram,
     group_by_problem,
@@ -102,12 +103,14 @@ def sample_student(cfg: RunConfig, policy: Policy | None = None, problems: list[
     chash = samples_hash(cfg)
     paths = RunPaths.of(cfg)
     store = JsonlStore(paths.sd_samples)
+    style = cfg.student.prompt_style
+    mode = formatting.loop_mode(style)
     jobs = [SampleJob(record_key(MODEL, p.id, s, chash), p, s,
-                      formatting.sampling_prompt(p.problem, code=True, style=cfg.student.prompt_style))
+                      formatting.sampling_prompt(p.text_for(mode), code=True, style=style))
             for p in problems for s in range(sd.k)]
     settings = SampleSettings(model=MODEL, benchmark=BENCHMARK, budget_name=BUDGET_NAME, budget=sd.budget,
                               sampling=sd.sampling(), backend=sampling_backend(cfg), seed=sd.seed, config_hash=chash,
-                              role="student", call_cap=formatting.call_cap_style(cfg.student.prompt_style))
+                              role="student", call_cap=formatting.call_cap_style(style), mode=mode)
     todo = pending(jobs, store)
     log.info("self-distillation sampling: %d of %d samples missing", len(todo), len(jobs))
     if stats is not None:
@@ -165,7 +168,14 @@ def select_from_cache(cfg: RunConfig, records: list[dict] | None = None,
         beta1=sd.beta1, beta2=sd.beta2, pick=sd.pick, transitions=cfg.composition.transitions,
         seed=sd.seed, mask_before_transition=cfg.composition.mask_before_transition,
         prompt_style=cfg.student.prompt_style, transition_style=cfg.composition.transition_style,
+        grader=selection_grader(cfg),
     )
+
+
+def selection_grader(cfg: RunConfig) -> str:
+    """Whose verdicts make ḡ and pick the attempts: the official score in official mode (as the official
+    selection did), the project's strict grader otherwise."""
+    return "official" if formatting.loop_mode(cfg.student.prompt_style) == "official" else "strict"
 
 
 # --- step 7 ------------------------------------------------------------------------------------------
@@ -230,8 +240,9 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
     failed = [r for r in records if r.get("status") != "ok"]
     check_complete("04", "samples of S1", n_failed=len(failed), n_total=len(records),
                    first_error=failed[0].get("error") if failed else None, max_failed_fraction=sd.max_failed_fraction)
+    grader = selection_grader(cfg)
     groups = group_by_problem(records)
-    gbars = gbar_by_problem(groups)
+    gbars = gbar_by_problem(groups, grader)
     short = short_problems(groups, sd.k)
     summary: dict[str, Any] = {
         "n_problems": len(problems),
@@ -243,6 +254,8 @@ def self_distill(cfg: RunConfig, *, until: str | None = None, policy: Policy | N
         "gbar_mean": sum(gbars.values()) / len(gbars) if gbars else None,
         "gbar_hist": gbar_histogram(gbars.values()),
         "counts": selection_counts(gbars, sd.beta1, sd.beta2),
+        "grader": grader,
+        "counts_by_grader": counts_by_grader(groups, sd.beta1, sd.beta2),
         "beta1": sd.beta1,
         "beta2": sd.beta2,
         "warnings": [],
@@ -289,6 +302,11 @@ def status_lines(cfg: RunConfig, summary: dict) -> list[str]:
         ex = summary["examples"]
         lines.append(f"step 6: T2 = {summary['n_examples']} examples (verify {ex.get('verify', 0)}, correct "
                      f"{ex.get('correct', 0)}) at β1 = {summary['beta1']:g}, β2 = {summary['beta2']:g} → {paths.t2}")
+        both = summary.get("counts_by_grader")
+        if both:
+            lines.append(f"step 6: ḡ by the {summary.get('grader', 'strict')} grader; selected problems (verify / "
+                         "correct) by grader: " + ", ".join(f"{g} {c['verify']} / {c['correct']}"
+                                                              for g, c in both.items()))
     sft = summary.get("sft")
     if sft is not None:
         if "copied_from" in sft:

@@ -121,7 +121,8 @@ def build_tiny(cfg: TinyModelConfig, out_dir: str | Path, corpus: list[str]) -> 
         model = Qwen2ForCausalLM(config).to(torch.float32).eval()
         model.generation_config = GenerationConfig(
             bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
-            do_sample=True, temperature=0.6, max_new_tokens=512,
+            do_sample=True, temperature=0.6, top_p=1.0, top_k=0, max_new_tokens=512,  # no truncation of the
+            # distribution: what the embedded default always sampled with (top_p/top_k unset = this config)
         )
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

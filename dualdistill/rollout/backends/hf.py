@@ -10,7 +10,9 @@ counted in ``n_tokens`` but not returned), at a stop string (``"stop"``: the tex
 first stop string, which is dropped, as in vLLM; ``token_ids`` run up to the token that completes
 it), or at its own ``max_new_tokens`` / the model's context (``"length"``). Temperature 0 is greedy;
 otherwise sampling with the request's ``top_p`` and ``top_k`` (-1: off) — the same settings every
-backend sends — unless ``cfg.extra`` gives other ``generate`` keyword arguments. One seed per chunk: the first request's seed, else the policy's.
+backend sends — unless ``cfg.extra`` gives other ``generate`` keyword arguments. A ``top_p`` / ``top_k``
+of None is the engine's default: what the model's ``generation_config`` sets explicitly, else off
+(top_p 1.0, top_k off), as vLLM reads a generation config (:meth:`HFPolicy.default_sampling`). One seed per chunk: the first request's seed, else the policy's.
 A chunk that fails (e.g. out of memory) returns ``finish_reason="error"`` for its requests.
 """
 
@@ -111,6 +113,14 @@ class HFPolicy(Policy):
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.generate_kwargs = dict(cfg.extra)
 
+    def default_sampling(self) -> tuple[float, int]:
+        """(top_p, top_k) where a request leaves them to the engine: the values the model's
+        ``generation_config`` sets (not transformers' class defaults, e.g. its top_k of 50), else off."""
+        config = getattr(self.model, "generation_config", None)
+        given = config.to_diff_dict() if config is not None else {}
+        top_p, top_k = given.get("top_p"), given.get("top_k")
+        return (1.0 if top_p is None else float(top_p)), (-1 if top_k is None else int(top_k))
+
     @property
     def max_batch(self) -> int:
         """Rows per ``generate`` call: what the tool loop's micro-batcher sends at most at once."""
@@ -141,7 +151,10 @@ class HFPolicy(Policy):
             if room <= 0:
                 out[i] = Generation("", "length", 0, token_ids=[])
                 continue
-            groups.setdefault((float(req.temperature), float(req.top_p), int(req.top_k)), []).append((i, ids, room))
+            top_p, top_k = self.default_sampling()
+            top_p = top_p if req.top_p is None else float(req.top_p)
+            top_k = top_k if req.top_k is None else int(req.top_k)
+            groups.setdefault((float(req.temperature), top_p, top_k), []).append((i, ids, room))
         size = self.cfg.max_concurrency
         for sampling, rows in groups.items():
             rows.sort(key=lambda r: len(r[1]))

@@ -32,8 +32,9 @@ BOS text is sent to vLLM with ``add_special_tokens: false`` (no second BOS).
 Requests run on one background asyncio loop (``AsyncOpenAI``) with at most ``cfg.max_concurrency``
 in flight. The tool loop sends one request per trajectory the moment it is ready (``agenerate``;
 ``async_native``): size ``max_concurrency`` to what the server batches (a local vLLM server: its
-``--max-num-seqs``). Sampling is sent explicitly (``temperature``, ``top_p``, ``top_k`` for vLLM,
-``seed``), so a vLLM server never falls back on the model's ``generation_config``. Token in, token
+``--max-num-seqs``). Sampling is sent as the request sets it (``temperature``, ``seed``,
+``top_p`` and, for vLLM, ``top_k``); a ``top_p`` / ``top_k`` of None is left out, so a vLLM server
+fills it from the model's ``generation_config`` (as for the official requests). Token in, token
 out: with a vLLM server and a request that carries ``prompt_ids``, the prompt is sent as those ids. Each attempt is capped at ``cfg.request_timeout`` seconds (client timeout *and* a hard
 ``asyncio.wait_for``), and retried with exponential backoff (tenacity; ``Retry-After`` honoured) on
 429, 408/409/5xx, timeouts, connection errors and garbage (non-JSON, no ``choices``), up to
@@ -299,14 +300,16 @@ class OpenAIPolicy(Policy):
     # --- completions ---------------------------------------------------------------------------
     def _common(self, request: GenerationRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         kwargs: dict[str, Any] = {"model": self.model, "max_tokens": request.max_new_tokens,
-                                  "temperature": request.temperature, "top_p": request.top_p}
+                                  "temperature": request.temperature}
+        if request.top_p is not None:  # None: the server's default (vLLM: the model's generation config)
+            kwargs["top_p"] = request.top_p
         if request.stop:
             kwargs["stop"] = list(request.stop)
         seed = request.seed if request.seed is not None else self.seed
         if seed is not None:
             kwargs["seed"] = seed
         body = dict(self.extra_body)
-        if self.is_vllm:  # other servers (OpenAI, DeepSeek) have no top_k
+        if self.is_vllm and request.top_k is not None:  # other servers (OpenAI, DeepSeek) have no top_k
             body.setdefault("top_k", request.top_k)
         if self.cfg.extra.get("return_token_ids", self.is_vllm):
             body.setdefault("return_token_ids", True)

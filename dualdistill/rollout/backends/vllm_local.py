@@ -103,6 +103,7 @@ class VLLMPolicy(Policy):
         self.engine = engine if engine is not None else self._on_loop(self._start_engine())
         self.tokenizer = self.engine.get_tokenizer()
         self._bos = getattr(self.tokenizer, "bos_token", None)
+        self._defaults: dict[str, Any] | None = None
 
     async def _start_engine(self) -> Any:
         args = self._vllm.AsyncEngineArgs(**self.engine_args)
@@ -116,9 +117,22 @@ class VLLMPolicy(Policy):
         add = not (self._bos and prompt.startswith(self._bos))
         return list(self.tokenizer.encode(prompt, add_special_tokens=add))
 
+    def default_sampling(self) -> dict[str, Any]:
+        """What the model's generation config sets (vLLM's own reading of it), for the fields a request
+        leaves to the engine."""
+        if self._defaults is None:
+            try:
+                self._defaults = dict(self.engine.model_config.get_diff_sampling_param())
+            except Exception:  # noqa: BLE001 - an engine without it: vLLM's own defaults
+                self._defaults = {}
+        return self._defaults
+
     def sampling_params(self, r: GenerationRequest) -> Any:
+        defaults = self.default_sampling()
+        top_p = r.top_p if r.top_p is not None else defaults.get("top_p", 1.0)
+        top_k = r.top_k if r.top_k is not None else defaults.get("top_k", -1)
         return self._vllm.SamplingParams(
-            n=1, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
+            n=1, temperature=r.temperature, top_p=top_p, top_k=top_k, max_tokens=r.max_new_tokens,
             stop=list(r.stop) or None, seed=r.seed, include_stop_str_in_output=False,
         )
 
