@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=8, help="sandboxes in the pool")
     ap.add_argument("--budget", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds per code execution")
+    ap.add_argument("--families", nargs="*", help="these families only (default: all)")
+    ap.add_argument("--teacher", action="append", default=[], metavar="KEY=VALUE",
+                    help="a scripted-teacher option, e.g. pair_check=0 (repeatable; each teacher takes its own)")
     ap.add_argument("--tiny", action="store_true", help="also time the tiny-model build")
     ap.add_argument("--json", help="write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -62,12 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
     from dualdistill.sandbox.pool import SandboxPool
 
     world = WorldConfig(seed=args.seed)
-    problems = generate_split(args.split, n=args.per_family * len(FAMILIES), world=world)
+    names = args.families or list(FAMILIES)
+    problems = generate_split(args.split, n=args.per_family * len(names), families=names, world=world)
+    options = dict(kv.split("=", 1) for kv in args.teacher)
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     timing: dict[str, float] = {}
     with SandboxPool(args.workers, timeout=args.timeout, memory_mb=1024) as pool:
         for kind in ("text", "agent"):
-            policy = build_policy(PolicyConfig(backend="scripted", model=kind), seed=args.seed)
+            from dualdistill.world.teachers import DEFAULT_OPTIONS
+
+            extra = {k: float(v) for k, v in options.items() if k in DEFAULT_OPTIONS[kind]}
+            policy = build_policy(PolicyConfig(backend="scripted", model=kind, extra=extra), seed=args.seed)
             items = [RolloutItem(problem=p, prompt=formatting.build_prompt(p.problem, code=True), role="first")
                      for p in problems]
             t0 = time.perf_counter()

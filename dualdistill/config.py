@@ -207,6 +207,8 @@ class WorldConfig(Strict):
     n_test: int = Field(120, ge=1)
     n_stage0: int = Field(600, ge=0, description="problems for the S0 text-reasoner build")
     families: list[str] | None = Field(None, description="default: all families")
+    stage0_families: list[str] | None = Field(None, description="families of the stage-0 split (S0's text-teacher "
+                                              "traces); default: ``families``")
 
 
 class SandboxConfig(Strict):

@@ -169,6 +169,16 @@ def test_stage0_rollouts(tmp_path):
         run_stage0_rollouts(no_world)
 
 
+def test_stage0_rollouts_draw_from_the_stage0_families(tmp_path):
+    params = world_params(tmp_path)
+    params["world"].update(families=["modpow", "round_table", "pair_difference"],
+                           stage0_families=["modpow", "round_table"])
+    cfg = config_from_dict(params)
+    run_stage0_rollouts(cfg, progress=False)
+    recs = JsonlStore(RunPaths.of(cfg).stage0_rollouts).read()
+    assert len(recs) == 8 and {r["problem"]["family"] for r in recs} == {"modpow", "round_table"}
+
+
 def test_kill_9_mid_run_then_resume(tmp_path):
     """SIGKILL the CLI after a few records; add a torn line; rerun: nothing lost, nothing twice."""
     params = world_params(tmp_path, n_train=16)

@@ -108,11 +108,12 @@ def test_either_answers_match_brute_force(split):
     brute force: subtract by counting up, divide by repeated subtraction, list the integers between."""
     import re
 
-    for p in generate_split(split, n=60, families=family_names("either")):
-        a, b = (int(x) for x in re.findall(r"\d{15}", p.problem))
+    for p in generate_split(split, n=80, families=family_names("either")):
+        a, b = (int(x) for x in re.findall(r"\d{10,}", p.problem))
         a, b = max(a, b), min(a, b)
-        assert len(str(a)) == len(str(b)) == 15 and str(a)[:-1] == str(b)[:-1] and str(b).endswith("0")
-        if p.family == "near_difference":
+        digits = 10 if p.family == "pair_difference" else 15
+        assert len(str(a)) == len(str(b)) == digits and str(a)[:-1] == str(b)[:-1] and str(b).endswith("0")
+        if p.family in ("near_difference", "pair_difference"):
             steps, n = 0, b
             while n != a:
                 n, steps = n + 1, steps + 1
@@ -151,7 +152,7 @@ def test_splits_are_disjoint_deterministic_and_labelled():
 def test_generate_split_counts_prefixes_and_errors():
     ps = generate_split("train", n=19)
     counts = {f: sum(p.family == f for p in ps) for f in FAMILIES}
-    assert len(FAMILIES) == 9 and sorted(counts.values()) == [2] * 8 + [3]
+    assert len(FAMILIES) == 10 and sorted(counts.values()) == [1] + [2] * 9
     big = generate_split("train", n=60)
     for f in FAMILIES:  # the i-th problem of a family does not depend on n
         small_f = [p.problem for p in ps if p.family == f]
@@ -334,6 +335,33 @@ def test_agent_code_really_runs_in_the_sandbox(pool):
         code, execu = (s for s in traj.segments if s.kind in ("code", "executor"))
         assert code.meta["status"] == "ok" and execu.text.strip() == p.answer
         assert grade(traj.completion, p.answer)
+
+
+def test_pair_program_checks_what_it_copied(pool):
+    """pair_difference: the agent copies both 10-digit numbers exactly (no typos by default) and asserts
+    that they agree except in the last digit, so a program with a mis-copied prefix raises (a visible
+    failure) where the program without the assert prints a wrong number; a wrong last digit stays silent."""
+    from dualdistill.sandbox import PythonSandbox
+    from dualdistill.world.teachers import pair_program
+
+    p = _problem("pair_difference", P=271828182, d=7)
+    assert p.problem == "What is 2718281827 - 2718281820?" and p.answer == "7"
+    agent = ScriptedTeacher("agent")
+    (traj,) = _rollout(agent, [p], pool)
+    code, execu = (s for s in traj.segments if s.kind in ("code", "executor"))
+    assert code.text.strip() == "a = 2718281827\nb = 2718281820\nassert a // 10 == b // 10\nprint(a - b)"
+    assert execu.text.strip() == "7" and grade(traj.completion, "7")
+    progs = [agent_program(q, random.Random(i)) for i, q in enumerate(generate_split("train", n=200,
+                                                                                   families=["pair_difference"]))]
+    assert {prog.kind for prog in progs} == {"exact"} and all("assert a // 10 == b // 10" in x.code for x in progs)
+    unchecked = agent_program(p, random.Random(0), pair_check=0.0)
+    assert "assert" not in unchecked.code and unchecked.code.endswith("print(a - b)")
+    assert agent_program(p, random.Random(0), pair_typo=1.0).kind == "typo"
+    with PythonSandbox(timeout=3.0, memory_mb=1024) as sb:
+        prefix_slip = sb.run(pair_program(2718281827, 2718821820, check=True))
+        assert prefix_slip.status == "error" and "AssertionError" in prefix_slip.output
+        assert sb.run(pair_program(2718281827, 2718821820, check=False)).output.strip() == str(2718281827 - 2718821820)
+        assert sb.run(pair_program(2718281821, 2718281820, check=True)).output.strip() == "1"  # last digit: silent
 
 
 def test_insight_programs_time_out_brute_force_and_closed_form_alike(pool):

@@ -263,7 +263,8 @@ def run_stage0_rollouts(cfg: RunConfig, *, progress: bool = True, chunk_size: in
     if cfg.world is None:
         raise ValueError("stage-0 rollouts need the synthetic world (cfg.world is not set)")
     path = RunPaths.of(cfg).stage0_rollouts
-    problems = load_source(DataSource(kind="synthetic", split="stage0", n=cfg.world.n_stage0), world=cfg.world)
+    problems = load_source(DataSource(kind="synthetic", split="stage0", n=cfg.world.n_stage0,
+                                      families=cfg.world.stage0_families), world=cfg.world)
     chash = rollout_hash(cfg)
     cfg.save(path.parent / "config.yaml")
     store = JsonlStore(path)

@@ -27,6 +27,7 @@ _FAILURE_OUTPUTS = (
     "TimeoutError: execution timed out after 3.0 seconds",
     "Traceback (most recent call last):\n  File \"<string>\", line 2, in <module>\n"
     "NameError: name 'x' is not defined",
+    "Traceback (most recent call last):\n  File \"<string>\", line 3, in <module>\nAssertionError",
 )
 
 

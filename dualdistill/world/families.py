@@ -276,6 +276,18 @@ class NearRemainder(NearPair):
         return a % b
 
 
+class PairDifference(NearDifference):
+    """A - B for two 10-digit numbers that agree except the last digit (B ends in 0, so A - B = d): the
+    *either* family of the demo. Short enough that the agent never mistypes it and a tiny student copies
+    it into code often but not always; the agent's program asserts what it copied (``a // 10 == b // 10``),
+    so a student's mis-copied prefix raises an AssertionError instead of printing a wrong number."""
+
+    digits = 10  # of A and B
+
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        return {"P": rng.randint(10 ** (self.digits - 2), 10 ** (self.digits - 1) - 1), "d": rng.randint(self.lowest, 9)}
+
+
 class NearBetween(NearPair):
     """How many integers lie strictly between B and A: d - 1 (d >= 2)."""
 
@@ -345,6 +357,11 @@ FAMILIES: dict[str, Family] = {
             "How many integers lie strictly between {B} and {A}?",
             "Count the whole numbers greater than {B} and less than {A}.",
             "How many integers n satisfy {B} < n < {A}?",
+        )),
+        PairDifference("pair_difference", "either", (
+            "What is {A} - {B}?",
+            "Compute the difference {A} - {B}.",
+            "Subtract {B} from {A}. What is the result?",
         )),
     ]
 }

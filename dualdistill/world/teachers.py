@@ -35,15 +35,24 @@ from dualdistill.formats import formatting
 from dualdistill.formats.formatting import CODE_STOP, Segment
 from dualdistill.formats.problem import Problem
 from dualdistill.rollout.policy import Generation, GenerationRequest, Policy
-from dualdistill.world.families import NearPair, RepeatingDecimal, digit_sum, get_family, leading_digit_counts
+from dualdistill.world.families import (
+    NearPair,
+    PairDifference,
+    RepeatingDecimal,
+    digit_sum,
+    get_family,
+    leading_digit_counts,
+)
 
 TEACHER_KINDS = ("text", "agent")
 DEFAULT_OPTIONS: dict[str, dict[str, float]] = {
     "text": {"slip_rate": 0.011, "insight_slip": 0.04},
-    "agent": {"clever_prob": 0.15, "typo_prob": 0.04},
+    "agent": {"clever_prob": 0.15, "typo_prob": 0.04, "pair_check": 1.0, "pair_typo": 0.0},
 }
 COMPUTE_THINK = "This needs exact arithmetic, so I compute it with code."
 LONG_THINK = "The numbers are long, so I compute it exactly with code."
+PAIR_THINK = "I copy both numbers into code and compute the difference."
+PAIR_CHECK_THINK = "I copy both numbers into code, check that they agree except in the last digit, and subtract."
 _TOKEN_RE = re.compile(r"\d|[A-Za-z]+|[^\sA-Za-z\d]")
 _INT_RE = re.compile(r"-?\d+")
 
@@ -244,6 +253,7 @@ def text_solution(problem: Problem, rng: random.Random, *, slip_rate: float = 0.
     else:
         solver = {"round_table": _text_round_table, "repeating_decimal": _text_repeating_decimal,
                   "take_away": _text_take_away, "near_difference": _text_near_difference,
+                  "pair_difference": _text_near_difference,
                   "near_remainder": _text_near_remainder, "near_between": _text_near_between}[fam.name]
         lines, answer = solver(p, rng, insight_slip)
         n_slips = int(answer != fam.answer(p))
@@ -266,10 +276,25 @@ def _typo(p: dict[str, Any], keys: tuple[str, ...], rng: random.Random) -> dict[
     return q
 
 
+def pair_program(a: int, b: int, check: bool) -> str:
+    """The agent's program for a ``pair_difference`` problem: both numbers in variables, with ``check``
+    an assert that they agree except in the last digit (what the problem says), then the difference."""
+    assertion = "assert a // 10 == b // 10\n" if check else ""
+    return f"a = {a}\nb = {b}\n{assertion}print(a - b)"
+
+
 def agent_program(problem: Problem, rng: random.Random, *, clever_prob: float = 0.15,
-                  typo_prob: float = 0.04) -> Program:
-    """The program the agent writes for a world problem (deterministic given ``rng``)."""
+                  typo_prob: float = 0.04, pair_check: float = 1.0, pair_typo: float = 0.0) -> Program:
+    """The program the agent writes for a world problem (deterministic given ``rng``). On
+    ``pair_difference`` the agent copies the numbers with typo probability ``pair_typo`` (default 0:
+    it copies 10-digit numbers exactly) and asserts what it copied with probability ``pair_check``."""
     fam, p = get_family(problem.family or ""), problem.meta
+    if isinstance(fam, PairDifference):
+        kind = "typo" if rng.random() < pair_typo else "exact"
+        a, b = NearPair.pair(p)
+        q = _typo({"A": a, "B": b}, ("A", "B"), rng) if kind == "typo" else {"A": a, "B": b}
+        check = rng.random() < pair_check
+        return Program(PAIR_CHECK_THINK if check else PAIR_THINK, pair_program(q["A"], q["B"], check), kind)
     if fam.subset == "computation":
         kind = "typo" if rng.random() < typo_prob else "exact"
         keys = {"modpow": ("a", "b", "m"), "digit_sum_power": ("a", "b"), "digit_count": ("N", "s")}[fam.name]
@@ -390,7 +415,7 @@ class ScriptedTeacher(Policy):
                 segments, _ = agent_answer(problem, None, self._rng(req, problem, "nocode"))
                 return formatting.render(segments)
             prog = agent_program(problem, self._rng(req, problem, "program"),
-                                 clever_prob=self.options["clever_prob"], typo_prob=self.options["typo_prob"])
+                                 **{k: self.options[k] for k in ("clever_prob", "typo_prob", "pair_check", "pair_typo")})
             return formatting.render([Segment("think", prog.think), Segment("code", prog.code)])
         if not executed:
             raise ValueError("the completion has a code block but no executor output to read")
