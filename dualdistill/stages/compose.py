@@ -18,7 +18,6 @@ from collections import Counter
 from typing import Any
 
 from dualdistill.algorithm.composition import (
-    CASES,  # noqa: F401 - notebook 02 reads the cases from the stage module
     balance,
     baseline_examples,
     baseline_pool,
