@@ -250,15 +250,20 @@ class PythonSandbox:
         self.close()
 
     # --- running code -------------------------------------------------------------------------
+    def _call_timeout(self, name: str, text: object, timeout: float | None) -> float:
+        """The checked arguments of a call: ``text`` a str, the timeout (default: the sandbox's) > 0."""
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be str, not {type(text).__name__}")
+        timeout = self.timeout if timeout is None else float(timeout)
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        return timeout
+
     def run(self, code: str, timeout: float | None = None, *, owner: Hashable = DEFAULT_OWNER) -> ExecResult:
         """Execute ``code`` in ``owner``'s persistent namespace. Never raises for the code's own
         failures (exceptions, timeouts, crashes of the worker); raises :class:`SandboxError` only if
         the sandbox is closed or cannot start a worker at all."""
-        if not isinstance(code, str):
-            raise TypeError(f"code must be str, not {type(code).__name__}")
-        timeout = self.timeout if timeout is None else float(timeout)
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+        timeout = self._call_timeout("code", code, timeout)
         with self._lock:
             self._check_open()
             t0 = time.monotonic()
@@ -301,11 +306,7 @@ class PythonSandbox:
         output cap). Status ``ok`` (exit 0), ``error`` (another exit status), ``timeout`` (killed at
         the limit: its output is dropped) or ``killed`` (the worker itself died); ``meta`` of the
         result: the file's path and the exit status."""
-        if not isinstance(source, str):
-            raise TypeError(f"source must be str, not {type(source).__name__}")
-        timeout = self.timeout if timeout is None else float(timeout)
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+        timeout = self._call_timeout("source", source, timeout)
         with self._lock:
             self._check_open()
             t0 = time.monotonic()
