@@ -23,6 +23,19 @@ def test_new_children_finds_what_the_block_started_and_wait_gone_waits() -> None
     assert time.monotonic() - t0 < 20
 
 
+def test_marks_keep_only_the_engines_processes() -> None:
+    code = "import sys, time; time.sleep(1)"
+    with ep.new_children(marks=("VLLM::",)) as started:
+        engine = subprocess.Popen([sys.executable, "-c", code, "VLLM::EngineCore"])
+        sandbox = subprocess.Popen([sys.executable, "-c", code, "sandbox-worker"])
+    assert started == {engine.pid}
+    with ep.new_children(marks=("VLLM::",)) as untitled:  # no process carries a mark: all of them
+        other = subprocess.Popen([sys.executable, "-c", code])
+    assert untitled == {other.pid}
+    for p in (engine, sandbox, other):
+        p.wait()
+
+
 def test_a_child_outliving_the_timeout_is_killed() -> None:
     with ep.new_children() as started:
         proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

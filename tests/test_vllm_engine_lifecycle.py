@@ -57,6 +57,7 @@ def main():
     model = sys.argv[1]
     paper, first = engine(model, 1)
     out = {"paper": paper, "first": read_back(first), "first_pids": first.engine_pids,
+           "first_names": [psutil.Process(p).name() for p in first.engine_pids],
            "first_text": first.generate([GenerationRequest("Compute 6*7 with code.\\n", 8, temperature=0.0)])[0].text,
            "first_rss": first.engine_memory()["rss_bytes"]}
     first.close()
@@ -97,6 +98,7 @@ def test_paper_engine_settings_reach_the_engine_and_engines_do_not_overlap(tmp_p
     assert r["first_text"] == "<code>print(42)</code>"
     # the engine lives in child processes; they were recorded, held memory, and were gone after close()
     assert r["first_pids"] and r["second_pids"], r
+    assert all(name.startswith("VLLM") for name in r["first_names"]), r["first_names"]  # vLLM's own processes only
     assert sum(r["first_rss"].values()) > 50 * 2**20, r["first_rss"]
     assert r["first_alive_after_close"] == [] and r["first_left"] == []
     assert not set(r["first_pids"]) & set(r["second_pids"])

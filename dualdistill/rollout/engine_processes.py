@@ -63,16 +63,31 @@ def _helper(pid: int) -> bool:
     return any(h in cmd for h in HELPERS)
 
 
+def _titled(pid: int, marks: tuple[str, ...]) -> bool:
+    ps = _psutil()
+    try:
+        proc = ps.Process(pid)
+        text = proc.name() + " " + " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - gone or unreadable
+        return False
+    return any(m in text for m in marks)
+
+
 @contextlib.contextmanager
-def new_children() -> Iterator[set[int]]:
+def new_children(marks: tuple[str, ...] = ()) -> Iterator[set[int]]:
     """The set, filled when the block ends, of descendants of this process started inside it (not
-    multiprocessing's own long-lived helpers, e.g. its resource tracker)."""
+    multiprocessing's own long-lived helpers, e.g. its resource tracker). With ``marks`` (e.g. vLLM's
+    process titles ``VLLM::EngineCore``, ``VLLM::Worker``), only those whose name or command line holds
+    one of them, so a sandbox worker another thread starts meanwhile is left alone; when none does
+    (no title set), all of them."""
     before = children()
     started: set[int] = set()
     try:
         yield started
     finally:
-        started |= {pid for pid in children() - before if not _helper(pid)}
+        new = {pid for pid in children() - before if not _helper(pid)}
+        marked = {pid for pid in new if _titled(pid, marks)} if marks else set()
+        started |= marked or new
 
 
 def alive(pids: set[int] | list[int]) -> list[int]:

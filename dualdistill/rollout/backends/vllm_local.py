@@ -115,7 +115,7 @@ class VLLMPolicy(Policy):
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
         self.gpu_free_at_start = engine_processes.log_free_gpu_memory(f"starting the vLLM engine for {cfg.model}")
-        with engine_processes.new_children() as started:
+        with engine_processes.new_children(marks=("VLLM", "vllm")) as started:  # vLLM titles its processes
             self.engine = engine if engine is not None else self._on_loop(self._start_engine())
         self.engine_pids = sorted(started)
         self.engine_left: list[int] = []
