@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yaml
 
-.PHONY: setup setup-vllm demo smoke rehearsal rehearsal-official test test-fast lint lab clean-outputs
+.PHONY: setup setup-gpu setup-vllm demo smoke rehearsal rehearsal-official test test-fast lint lab clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv with the package, its dependencies and a Jupyter kernel
+
+# GPU machines: everything from PyPI, so torch, vLLM and their kernels are all CUDA 13 (docs/GPU.md; the line
+# is scripts/gpu_install.py's INSTALL_LINE, which tests/test_gpu_install.py resolves and checks); then the check
+setup-gpu:  ## a GPU venv (.venv): torch + vLLM + kernels on one CUDA major (13; NVIDIA driver >= 580.65.06)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install --index-url https://pypi.org/simple -e ".[gpu,dev]"
+	$(PY) -m ipykernel install --sys-prefix --name dualdistill --display-name "DualDistill (.venv)" >/dev/null
+	PYTHON=$(PY) bash scripts/gpu_check.sh extensions
 
 setup-vllm:  ## a separate venv with vLLM for CPU and the training deps (vllm-server backend, vLLM tests)
 	bash scripts/setup_vllm_cpu.sh

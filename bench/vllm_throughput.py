@@ -13,6 +13,10 @@ makes ``--code-calls`` real sandbox calls; reports trajectories/s and tokens/s w
 flight vs the largest ``--concurrency``, and beside each the same server's tokens/s on plain
 completions of the loop's mean segment length at the same concurrency: the loop's generated
 tokens/s over that is how much of the server the tool loop keeps busy.
+``--seeds`` instead compares, on one server at the largest ``--concurrency``, requests that carry their
+own seed (vLLM's per-row sampler path: a generator per request) with requests that leave sampling to the
+engine's seed (the backends' default since per-request seeds became opt-in, ``extra.request_seeds``);
+rounds interleave the two, medians reported.
 Results go to ``outputs/bench/vllm_throughput.json`` (and a table on stdout).
 """
 
@@ -82,6 +86,33 @@ def plain_generation(server: VLLMServer, n: int, max_tokens: int, concurrencies:
     return rows
 
 
+def seed_comparison(server: VLLMServer, n: int, max_tokens: int, concurrency: int, repeats: int) -> list[dict[str, Any]]:
+    """Tokens/s of ``n`` requests of ``max_tokens`` tokens at ``concurrency``, each with its own seed vs none
+    (the engine's seed), interleaved over ``repeats`` rounds."""
+    prompts = [f"{CORPUS[0]}<think>\nAttempt {i}: " for i in range(n)]
+    with policy_for(server, concurrency, extra_body={"ignore_eos": True}) as warm:
+        warm.generate([GenerationRequest(p, 16) for p in prompts])
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    tokens: dict[bool, int] = {}
+    for r in range(repeats):
+        for per_request in (False, True):
+            with policy_for(server, concurrency, extra_body={"ignore_eos": True}) as policy:
+                policy.send_seeds = per_request
+                reqs = [GenerationRequest(p, max_tokens, temperature=0.6, seed=i) for i, p in enumerate(prompts)]
+                t0 = time.perf_counter()
+                gens = policy.generate(reqs)
+                walls[per_request].append(time.perf_counter() - t0)
+            bad = [g.error for g in gens if g.finish_reason == "error"]
+            if bad:
+                raise SystemExit(f"seed comparison: {len(bad)} requests failed: {bad[0]}")
+            tokens[per_request] = sum(g.n_tokens for g in gens)
+            print(f"  round {r + 1} {'per-request seeds' if per_request else 'engine seed only':>17}: "
+                  f"{tokens[per_request]} tokens in {walls[per_request][-1]:6.2f} s", flush=True)
+    return [{"seeds": "per request" if k else "engine only", "concurrency": concurrency, "requests": n,
+             "max_tokens": max_tokens, "seconds_all": [round(w, 2) for w in walls[k]],
+             "tokens_per_s": round(tokens[k] / statistics.median(walls[k]), 1)} for k in (False, True)]
+
+
 def tool_trajectories(server: VLLMServer, n: int, code_calls: int, concurrency: int) -> dict[str, Any] | None:
     """Trajectories/s through the tool loop with real sandbox calls (None when there is no sandbox)."""
     try:
@@ -143,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=3, help="rounds per concurrency (median reported)")
     ap.add_argument("--trajectories", type=int, default=16, help="tool-loop part; 0 skips it")
     ap.add_argument("--code-calls", type=int, default=4)
+    ap.add_argument("--seeds", action="store_true", help="only compare per-request seeds with the engine's seed")
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench" / "vllm_throughput.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -158,6 +190,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tiny = TinyModelConfig(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=heads,
                                num_key_value_heads=1 if heads % 2 else heads // 2, intermediate_size=3 * args.hidden)
         model_dir = ensure_tiny(tiny, work / f"tiny_h{args.hidden}_l{args.layers}", CORPUS)
+    if args.seeds:
+        c = max(args.concurrency)
+        print(f"seeds: {args.requests} requests x {args.max_tokens} tokens at concurrency {c}, model {model_dir}", flush=True)
+        with VLLMServer(model_dir, log_path=work / "server_seeds.log") as server:
+            result["seeds"] = seed_comparison(server, args.requests, args.max_tokens, c, args.repeats)
+        result["machine"]["load_avg_at_end"] = os.getloadavg()
+        for row in result["seeds"]:
+            print(f"{row['seeds']:>12}: {row['tokens_per_s']:8.1f} tok/s (rounds {row['seconds_all']} s)")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+        return result
     print(f"part 1: plain generation, {args.requests} requests x {args.max_tokens} tokens, model {model_dir}", flush=True)
     with VLLMServer(model_dir, log_path=work / "server_plain.log") as server:
         print(f"  server up in {server.startup_seconds:.0f} s", flush=True)

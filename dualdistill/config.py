@@ -325,8 +325,13 @@ class SFTConfig(Strict):
     save_total_limit: int | None = 2
     merge_lora: bool = Field(True, description="save a merged plain model that vLLM can load")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm (official: 1.0)")
-    optim: str = Field("adamw_torch", description="transformers optimizer name, e.g. paged_adamw_8bit, adamw_bnb_8bit")
+    optim: str = Field("adamw_torch", description="transformers optimizer name, e.g. adamw_torch_fused (one fused "
+                       "kernel per step on a GPU), paged_adamw_8bit, adamw_bnb_8bit")
     attn_implementation: str | None = Field(None, description="None: sdpa on GPU, the model default on CPU; e.g. flash_attention_2")
+    use_kernels: bool = Field(
+        False, exclude_if=lambda v: not v,  # off: not in dumps, so the hashes of existing runs stay as they were
+        description="GPU only: transformers' Hub kernels for the model's layers (from_pretrained(use_kernels=True), "
+        "the `kernels` package, fetched from the Hub at load; TRL 1.16's replacement for use_liger_kernel)")
     report_to: str = "none"
     seed: int = 0
 

@@ -10,7 +10,8 @@ Every phase runs the package's own code — ``sft.load_model`` / ``sft.train_sft
 accumulation 8: accumulation does not change peak memory), ``backends.vllm_local.VLLMPolicy`` with the
 paper params' engine arguments and ``max_model_len`` from prompt + budget, and
 ``tool_loop.generate_trajectories`` (one request per trajectory in flight, code in the sandbox pool) —
-and writes ``DIR/results/<phase>.json``. ``--device cpu`` runs the same phases on a CPU with the 7B
+and writes ``DIR/results/<phase>.json``. vLLM's memory is that of its EngineCore child processes (NVML
+per pid on a GPU, RSS on a CPU): the model is not in this process, whose torch counters read zero. ``--device cpu`` runs the same phases on a CPU with the 7B
 stand-in and small sizes (tests/test_gpu_check.py does, inside ``.venv-vllm``): plumbing only, no figures.
 """
 
@@ -178,6 +179,7 @@ def cmd_vllm(args: argparse.Namespace) -> None:
             t2 = time.time()
             trajs = generate_trajectories(policy, items, SamplingSettings(max_code_calls=paper.eval.max_code_calls, temperature=0.6, max_in_flight=len(items)), budget=args.budget, sandbox_pool=pool, progress=False, call_cap="official")
             loop_seconds = time.time() - t2
+            engine_memory = policy.engine_memory()  # the EngineCore child's, not this process's torch counters
         finally:
             pool.close()
     finally:
@@ -193,7 +195,11 @@ def cmd_vllm(args: argparse.Namespace) -> None:
                             "code_calls": sum(t.n_code_calls for t in trajs),
                             "finish": {r: sum(t.finish_reason == r for t in trajs) for r in sorted({t.finish_reason for t in trajs})},
                             "errors": sum(t.finish_reason == "error" for t in trajs)},
-              **_memory(args.device)}
+              "engine_processes": {"pids": engine_memory["pids"],
+                                   "gpu_gb": _gb(sum(engine_memory["gpu_bytes"].values())),
+                                   "rss_gb": _gb(sum(engine_memory["rss_bytes"].values())),
+                                   "gone_after_close": not policy.engine_left},
+              "gpu_free_at_start_gb": [_gb(g["free"]) for g in policy.gpu_free_at_start]}
     if result["tool_loop"]["errors"]:
         raise SystemExit(f"{result['tool_loop']['errors']} of {len(trajs)} trajectories ended in an error: {result}")
     _write(args.out, "vllm", result)
@@ -226,8 +232,10 @@ def cmd_table(args: argparse.Namespace) -> None:
         r = res["vllm"]
         g, t = r["generation"], r["tool_loop"]
         engine = {k: v for k, v in r["engine"].items() if k != "model"}
+        e = r["engine_processes"]
         rows.append(f"| vLLM start-up on the merged model (engine {engine}) | up | {r['startup_seconds']} s | "
-                    f"{mem(r)} |")
+                    f"EngineCore processes {e['pids']}: {e['gpu_gb']} GB on the GPU (NVML), RSS {e['rss_gb']} GB; "
+                    f"GPU free before start {r['gpu_free_at_start_gb']} GB |")
         rows.append(f"| vLLM generation, {g['requests']} requests | {g['tokens']:,} tokens, {g['tokens_per_s']} tokens/s | "
                     f"{g['seconds']} s | |")
         rows.append(f"| tool loop, {t['trajectories']} trajectories (async, official call cap) | {t['tokens']:,} tokens, "

@@ -6,9 +6,14 @@
 #      (LoRA r 64 on all linear layers, gradient checkpointing, bf16), peak memory printed; merge into a plain model;
 #   3. vLLM (in-process, the paper params' backend and engine arguments) loads the merged model and generates;
 #   4. 64 trajectories through the asynchronous tool loop (budget 4096, at most 10 code calls, the sandbox pool).
+#   0. first, in seconds: every compiled extension loads and runs one op (scripts/gpu_extensions.py: torch's CUDA,
+#      vLLM's kernels built for the same CUDA major, vllm._C, bitsandbytes' CUDA library); a broken install stops here.
 # Each phase is its own process (memory is freed between them); results in $OUT/results/*.json, table in $OUT/table.md.
+# vLLM's memory is read per process of its EngineCore child (NVML), not from the parent's torch counters.
 #
-#   pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128 && pip install -e ".[gpu,dev]"
+#   scripts/gpu_check.sh extensions                        # step 0 only (make setup-gpu runs it)
+#
+#   python -m pip install --index-url https://pypi.org/simple -e ".[gpu,dev]"   # docs/GPU.md: one CUDA major (13)
 #   scripts/gpu_check.sh                                   # the hub model (hub access or a warm HF cache)
 #   MODEL=/models/DeepSeek-R1-Distill-Qwen-7B scripts/gpu_check.sh
 #   STEPS=20 SEQ_LEN=16384 TRAJECTORIES=64 BUDGET=4096 OUT=outputs/gpu_check scripts/gpu_check.sh
@@ -30,8 +35,11 @@ if [ "$DEVICE" = cuda ]; then
     command -v nvidia-smi >/dev/null || { echo "gpu_check: no nvidia-smi: this check needs an NVIDIA GPU" >&2; exit 1; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
-"$PY" -c "import vllm" 2>/dev/null || { echo "gpu_check: vllm does not import in $PY (pip install -e '.[gpu,dev]')" >&2; exit 1; }
 start=$(date +%s)
+echo "== gpu_check: extensions"
+"$PY" scripts/gpu_extensions.py --device "$DEVICE" --out "$OUT" \
+    || { echo "gpu_check: a compiled extension is broken (above); reinstall with the line in docs/GPU.md" >&2; exit 1; }
+if [ "${1:-}" = extensions ]; then exit 0; fi
 phase() {
     local t0=$(date +%s)
     echo "== gpu_check: $1"

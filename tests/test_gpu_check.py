@@ -43,7 +43,11 @@ def test_gpu_check_phases_run_on_cpu_with_the_standin(tmp_path: Path) -> None:
     vllm = res["vllm"]
     assert vllm["engine"]["max_model_len"] > 48 and vllm["generation"]["requests"] == 4
     assert vllm["tool_loop"]["trajectories"] == 4 and vllm["tool_loop"]["errors"] == 0
+    engine = vllm["engine_processes"]  # read from the EngineCore child, which is gone after close
+    assert engine["pids"] and engine["rss_gb"] > 0.05 and engine["gone_after_close"]
+    ext = json.loads((out / "results" / "extensions.json").read_text())
+    assert ext["vllm extensions"]["loaded"] == ["vllm._C"] and ext["bitsandbytes"]["library"] == "libbitsandbytes_cpu.so"
     table = (out / "table.md").read_text()
     for row in ("load the 7B in NF4", "QLoRA SFT, 2 steps", "vLLM start-up", "tool loop, 4 trajectories"):
         assert row in table, table
-    assert "gpu_check finished in" in run.stdout
+    assert "gpu_check finished in" in run.stdout and "ok  vllm extensions" in run.stdout

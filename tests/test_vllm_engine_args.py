@@ -117,11 +117,22 @@ def test_engine_arguments_and_sampling_reach_the_engine(fake_vllm, tmp_path):
                                                top_k=20, prompt_ids=[5, 6, 7])])
     prompt, params, _ = engine.requests[-1]
     assert prompt == {"prompt_token_ids": [5, 6, 7]}  # token in
+    # the engine has the seed (3); requests carry none unless extra.request_seeds (vLLM's per-row sampler path)
     assert (params.temperature, params.top_p, params.top_k, params.seed, params.max_tokens, params.stop) == \
-        (0.6, 0.95, 20, 7, 32, ["</answer>"])
+        (0.6, 0.95, 20, None, 32, ["</answer>"])
     assert gen.finish_reason == "stop" and gen.stop == "</answer>" and gen.token_ids == [1, 2, 3]
     policy.close()
     assert engine.args["_shut"]
+
+
+def test_per_request_seeds_are_opt_in(fake_vllm):
+    from dualdistill.rollout.backends.vllm_local import VLLMPolicy
+
+    policy = VLLMPolicy(PolicyConfig(backend="vllm", model="m", extra={"request_seeds": True}), seed=3)
+    policy.generate([GenerationRequest("hello", 8, seed=7), GenerationRequest("hello", 8)])
+    assert [p.seed for _, p, _ in fake_vllm[-1].requests] == [7, None]
+    assert fake_vllm[-1].args["seed"] == 3 and policy.describe()["request_seeds"] is True
+    policy.close()
 
 
 def test_params_max_model_len_wins_and_unknown_extra_is_an_error(fake_vllm):

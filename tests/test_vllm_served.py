@@ -100,11 +100,24 @@ def test_params_reach_the_server_and_close_stops_it(monkeypatch, tmp_path) -> No
     body = server.fake.bodies[-1]
     assert body["prompt"] == [5, 6, 7] and body["return_token_ids"] is True  # token in
     assert "top_k" not in body and "top_p" not in body  # unset: the server's default (the generation config)
+    assert "seed" not in body  # the server's --seed seeds the engine; per-request seeds are opt-in
     assert gen.finish_reason != "error", gen.error
     info = policy.describe()
+    assert info["request_seeds"] is False
     assert (info["backend"], info["vllm_version"], info["engine"]["max_model_len"]) == ("vllm-server", "0.0-fake", 5000)
     policy.close()
     assert server.stopped
+
+
+def test_per_request_seeds_are_opt_in(monkeypatch) -> None:
+    monkeypatch.setattr(vllm_served, "VLLMServer", FakeVLLM)
+    monkeypatch.setattr(vllm_served, "gpu_available", lambda: False)
+    cfg = PolicyConfig(backend="vllm-server", model="m", extra={"request_seeds": True, "tokenizer": "none"})
+    policy = VLLMServerPolicy(cfg, seed=3)
+    policy.generate([GenerationRequest("hello", 4, seed=11)])
+    assert FakeVLLM.made[-1].fake.bodies[-1]["seed"] == 11
+    assert "--seed" in FakeVLLM.made[-1].command() and policy.describe()["request_seeds"] is True
+    policy.close()
 
 
 def test_bad_extra_and_base_url_are_named() -> None:

@@ -10,6 +10,8 @@
   request by request on the same runner, its code run by ``sandbox.official_executor``;
 - ``recorder``: sample → grade → record, resumable and crash-safe, for every stage that samples;
 - ``server_process``: a local HTTP server as a child process (a policy's ``serve`` section, vLLM).
+- ``engine_processes``: an engine's child processes (vLLM's EngineCore), the GPU memory they hold (NVML),
+  and waiting for them to exit before the next engine starts.
 
 Imports ``common``, ``formats``, ``config``, ``sandbox`` and ``grading``.
 """

@@ -203,11 +203,13 @@ def check_recipe(sft: SFTConfig, world_size: int) -> None:
 
 def official_optimizer(model: Any, sft: SFTConfig) -> Any:
     """The official run's optimizer: torch AdamW over every trainable parameter, one group, weight
-    decay ``sft.weight_decay`` (0.01) on all of them, torch's default betas and eps."""
+    decay ``sft.weight_decay`` (0.01) on all of them, torch's default betas and eps; torch's fused
+    implementation of the same update when ``sft.optim`` is ``adamw_torch_fused``."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=sft.weight_decay)
+    fused = sft.optim == "adamw_torch_fused" or None
+    return torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=sft.weight_decay, fused=fused)
 
 
 def _compute_dtype(sft: SFTConfig, device: str, bf16: bool) -> Any:
@@ -223,8 +225,8 @@ def _compute_dtype(sft: SFTConfig, device: str, bf16: bool) -> Any:
 
 def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: bool, args: Any = None) -> Any:
     """The model to train. full: float32 weights (bf16 autocast on GPU; DeepSpeed keeps fp32 masters);
-    lora: frozen base in bf16 on GPU, float32 on CPU; qlora: 4-bit NF4 base with double quantisation
-    and ``prepare_model_for_kbit_training``; recipe official: bf16 weights (CPU too), spread over the
+    lora: frozen base in bf16 on GPU, float32 on CPU; qlora: 4-bit NF4 base with double quantisation,
+    the other parameters frozen in the compute dtype (``kbit.prepare_4bit_for_lora``: bf16 activations); recipe official: bf16 weights (CPU too), spread over the
     GPUs one process sees when it sees several."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -238,6 +240,10 @@ def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: boo
         kwargs["attn_implementation"] = sft.attn_implementation or "sdpa"
     if sft.method == "lora" and bf16:
         kwargs["dtype"] = torch.bfloat16
+    if sft.use_kernels:
+        if device != "cuda":
+            raise ValueError("sft.use_kernels: true needs a GPU (Hub kernels are CUDA kernels); set it to false on CPU")
+        kwargs["use_kernels"] = True
     if sft.method == "qlora":
         dist = str(getattr(getattr(args, "distributed_state", None), "distributed_type", ""))
         if "DEEPSPEED" in dist or "FSDP" in dist:
@@ -247,8 +253,9 @@ def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: boo
             import bitsandbytes  # noqa: F401
         except ImportError:
             raise ImportError("method qlora needs bitsandbytes: pip install 'bitsandbytes>=0.50.2'") from None
-        from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
+
+        from dualdistill.training.kbit import prepare_4bit_for_lora
 
         compute = _compute_dtype(sft, device, bf16)
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -261,10 +268,7 @@ def load_model(base_model: str | Path, sft: SFTConfig, *, device: str, bf16: boo
         index = args.local_process_index if args is not None else 0
         kwargs["device_map"] = {"": index if device == "cuda" else "cpu"}
         model = AutoModelForCausalLM.from_pretrained(str(base_model), **kwargs)
-        return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=sft.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        return prepare_4bit_for_lora(model, compute)  # not peft's fp32 upcast: activations stay in `compute`
     return AutoModelForCausalLM.from_pretrained(str(base_model), **kwargs)
 
 

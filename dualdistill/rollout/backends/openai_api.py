@@ -98,6 +98,7 @@ class OpenAIPolicy(Policy):
 
     name = "openai"
     async_native = True
+    send_seeds = True  # the vllm-server backend leaves seeds to its engine unless asked (extra.request_seeds)
 
     def __init__(self, cfg: Any, *, tokenizer: Any = None, seed: int | None = None, **kw: Any) -> None:
         unknown = set(cfg.extra) - EXTRA_KEYS
@@ -306,7 +307,7 @@ class OpenAIPolicy(Policy):
         if request.stop:
             kwargs["stop"] = list(request.stop)
         seed = request.seed if request.seed is not None else self.seed
-        if seed is not None:
+        if seed is not None and self.send_seeds:
             kwargs["seed"] = seed
         body = dict(self.extra_body)
         if self.is_vllm and request.top_k is not None:  # other servers (OpenAI, DeepSeek) have no top_k

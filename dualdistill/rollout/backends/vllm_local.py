@@ -17,7 +17,18 @@ trajectory to the engine the moment it is ready and the engine batches continuou
 ``max_model_len`` there, the caller's ``max_context`` (what prompt + budget need) is used, not the
 model's full context (131,072 for R1-Distill-Qwen-7B, whose KV cache would not fit a 24 GB card).
 
-Each request gets ``SamplingParams(n=1, temperature, top_p, top_k, max_tokens, stop, seed,
+Seeds: the engine has one (the policy's ``seed``: vLLM's ``seed`` engine argument); requests carry
+none unless ``cfg.extra["request_seeds"]`` is true. A request with its own seed takes vLLM's per-row
+sampler path (a generator per request), slower than the batch's shared one (bench/vllm_throughput.py
+``--seeds``; docs/GPU.md). Per-request seeds make one trajectory reproducible whatever else is in the
+batch; the engine seed alone makes a whole run reproducible only with the same batch composition.
+
+GPU memory: the engine's model lives in its EngineCore child process. The free memory of every GPU is
+logged before the engine starts, the child processes it started are recorded (``engine_pids``), and
+:meth:`VLLMPolicy.close` waits until they have exited (``engine_processes.wait_gone``), so the next
+engine of a stage finds the memory free.
+
+Each request gets ``SamplingParams(n=1, temperature, top_p, top_k, max_tokens, stop, seed (opt-in),
 include_stop_str_in_output=False)`` and its ``prompt_ids`` when the tool loop has them (token in,
 token out), else its text encoded here (no second BOS when the text starts with it). Output mapping:
 ``finish_reason`` ``"length"`` → ``"length"``; ``"stop"`` with a string ``stop_reason`` → ``"stop"``
@@ -35,11 +46,13 @@ import logging
 import threading
 from typing import Any
 
+from dualdistill.rollout import engine_processes
 from dualdistill.rollout.policy import Generation, GenerationRequest, Policy
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "the vllm backend needs vllm: pip install 'dualdistill[gpu]' (CPU: scripts/setup_vllm_cpu.sh)"
-EXTRA_KEYS = {"engine"}
+EXTRA_KEYS = {"engine", "request_seeds"}
+CLOSE_TIMEOUT = 120.0  # seconds close() waits for the engine's processes to exit before killing them
 
 
 def _import_vllm() -> Any:
@@ -96,11 +109,20 @@ class VLLMPolicy(Policy):
         self.seed = seed
         self._vllm = _import_vllm()
         self.engine_args = engine_args(cfg, seed=seed, max_context=max_context)
+        self.request_seeds = bool(cfg.extra.get("request_seeds", False))
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
-        self.engine = engine if engine is not None else self._on_loop(self._start_engine())
+        self.gpu_free_at_start = engine_processes.log_free_gpu_memory(f"starting the vLLM engine for {cfg.model}")
+        with engine_processes.new_children(marks=("VLLM", "vllm")) as started:  # vLLM titles its processes
+            self.engine = engine if engine is not None else self._on_loop(self._start_engine())
+        self.engine_pids = sorted(started)
+        self.engine_left: list[int] = []
+        used = engine_processes.gpu_memory_of(self.engine_pids) if self.gpu_free_at_start else {}
+        if used:
+            log.info("vLLM engine for %s: processes %s hold %.1f GiB of GPU memory", cfg.model, self.engine_pids,
+                     sum(used.values()) / 2**30)
         self.tokenizer = self.engine.get_tokenizer()
         self._bos = getattr(self.tokenizer, "bos_token", None)
         self._defaults: dict[str, Any] | None = None
@@ -133,7 +155,7 @@ class VLLMPolicy(Policy):
         top_k = r.top_k if r.top_k is not None else defaults.get("top_k", -1)
         return self._vllm.SamplingParams(
             n=1, temperature=r.temperature, top_p=top_p, top_k=top_k, max_tokens=r.max_new_tokens,
-            stop=list(r.stop) or None, seed=r.seed, include_stop_str_in_output=False,
+            stop=list(r.stop) or None, seed=r.seed if self.request_seeds else None, include_stop_str_in_output=False,
         )
 
     async def _one(self, r: GenerationRequest) -> Generation:
@@ -165,8 +187,13 @@ class VLLMPolicy(Policy):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "engine": dict(self.engine_args),
+        return {**super().describe(), "engine": dict(self.engine_args), "request_seeds": self.request_seeds,
                 "vllm_version": getattr(self._vllm, "__version__", None)}
+
+    def engine_memory(self) -> dict[str, Any]:
+        """What the engine's processes hold now: GPU bytes per pid (NVML) and resident bytes per pid."""
+        return {"pids": list(self.engine_pids), "gpu_bytes": engine_processes.gpu_memory_of(self.engine_pids),
+                "rss_bytes": engine_processes.rss_of(self.engine_pids)}
 
     def close(self) -> None:
         engine, self.engine = getattr(self, "engine", None), None
@@ -179,3 +206,7 @@ class VLLMPolicy(Policy):
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(10)
+        pids = getattr(self, "engine_pids", [])
+        if pids:  # the GPU memory is free only once the EngineCore process has exited
+            self.engine_left = engine_processes.wait_gone(pids, timeout=CLOSE_TIMEOUT)
+            self.engine_pids = []

