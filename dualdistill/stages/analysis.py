@@ -129,7 +129,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
 
     rows = load_eval_rows(cfg)
     no_eval = None if rows else f"no evaluation summary at {paths.summary} (run stage 05)"
-    make("accuracy", no_eval, plot_accuracy, rows)
+    paired = eval_paired(cfg) if rows else []
+    make("accuracy", no_eval, plot_accuracy, rows, paired=paired)
     make("tool_use", no_eval, plot_tool_use, rows)
     make("tokens_vs_accuracy", no_eval, plot_tokens_vs_accuracy, rows)
     table = results_table(rows) if rows else pd.DataFrame()
@@ -143,7 +144,6 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             metrics.setdefault("score_disagreement", {})[key] = r.get("score_disagreement")
             metrics.setdefault("tool_use_rate", {})[key] = r["tool_use_rate"]
 
-    paired = eval_paired(cfg) if rows else []
     for r in paired:
         if r["metric"] == "accuracy" and r["delta"] is not None:
             key = f"{r['model']}-{r['against']}/{r['benchmark']}/{r['budget']}/{r['subset']}"
