@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.transforms
 
 if "ipykernel" not in sys.modules:  # headless outside notebooks
     matplotlib.use("Agg")
@@ -129,21 +130,24 @@ def paired_points(paired: Sequence[dict[str, Any]], benchmark: str, budget: str)
 
 
 def _draw_paired(ax: Any, points: list[dict[str, Any]], subsets: list[str]) -> None:
+    """Dots with ± SE bars, one row per (comparison, subset); the values as a column right of the axes."""
     labels = list(dict.fromkeys(p["label"] for p in points))
     markers = dict(zip(subsets, "osD^v<>", strict=False))
     height = 0.8 / max(len(subsets), 1)
+    label_at = matplotlib.transforms.blended_transform_factory(ax.transAxes, ax.transData)
     for p in points:
         i, j = labels.index(p["label"]), subsets.index(p["subset"]) if p["subset"] in subsets else 0
         y = i - 0.4 + height * (j + 0.5)
         color = model_color(p["against"] if p["model"] == "S1" else p["model"])
         ax.errorbar(p["delta"], y, xerr=p["se"], fmt=markers.get(p["subset"], "o"), color=color, capsize=3, ms=6)
-        ax.annotate(f"{p['subset']}: {p['delta']:+.1f} ± {p['se']:.1f}", (p["delta"], y), xytext=(0, 5),
-                    textcoords="offset points", ha="center", fontsize=7)
+        ax.text(1.03, y, f"{p['subset']}: {p['delta']:+.1f} ± {p['se']:.1f}", transform=label_at, va="center",
+                fontsize=8, color=color)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(len(labels) - 0.5, -0.5)
+    reach = max([5.0, *(abs(p["delta"]) + p["se"] for p in points)]) * 1.1
+    ax.set_xlim(-reach, reach)
     ax.set_xlabel("difference (points), ± SE over problems")
-    ax.margins(x=0.25)
     n = max((p["n"] for p in points), default=0)
     ax.set_title(f"paired differences, same problems (n = {n})", fontsize=10)
 
@@ -156,8 +160,8 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path,
     panels = accuracy_panels(rows)
     keys = list(dict.fromkeys((p["benchmark"], p["budget"]) for p in panels))
     ncol = max(sum((p["benchmark"], p["budget"]) == k for p in panels) for k in keys) + 1
-    fig, axes = plt.subplots(len(keys), ncol, figsize=(3.3 * (ncol - 1) + 5.2, 3.9 * len(keys)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * (ncol - 1) + [1.6]})
+    fig, axes = plt.subplots(len(keys), ncol, figsize=(3.3 * (ncol - 1) + 7, 3.9 * len(keys)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * (ncol - 1) + [1.5]})
     for r, (bench, budget) in enumerate(keys):
         mine = [p for p in panels if (p["benchmark"], p["budget"]) == (bench, budget)]
         for c in range(ncol - 1):
@@ -167,9 +171,11 @@ def plot_accuracy(rows: list[dict[str, Any]], path: str | Path,
                 continue
             p = mine[c]
             xs = range(len(p["models"]))
-            bars = ax.bar(xs, p["accuracy"], color=[model_color(m) for m in p["models"]],
+            ax.bar(xs, p["accuracy"], color=[model_color(m) for m in p["models"]],
                           yerr=[0 if np.isnan(e) else e for e in p["se"]], capsize=3, ecolor="#333")
-            ax.bar_label(bars, labels=[f"{a:.0f}" for a in p["accuracy"]], padding=3, fontsize=8)
+            for x, a, e in zip(xs, p["accuracy"], p["se"], strict=True):  # the value above its error bar
+                ax.annotate(f"{a:.0f}", (x, a + (0 if np.isnan(e) else e)), xytext=(0, 3), textcoords="offset points",
+                            ha="center", fontsize=8)
             ax.set_xticks(list(xs), p["models"], rotation=30, ha="right", fontsize=9)
             ax.set_ylim(0, 112)
             ax.set_ylabel("accuracy (%)" if c == 0 else "")
