@@ -107,3 +107,19 @@ def test_notebook_01_closes_with_each_teachers_home_ground():
     assert "on computation problems the agent teacher was right 100% of the time (the text teacher 30%)" in text
     assert "on insight problems the text teacher was right 78% of the time (the agent teacher 0%)" in text
     assert "notebook 02" in text
+
+
+def test_closing_sentences_do_not_crown_a_tie_or_call_zero_a_loss():
+    rows = [{"model": m, "benchmark": "w", "budget": "S", "subset": s, "accuracy": 0.0, "accuracy_se": 0.0,
+             "n_problems": 3} for m in ("S0", "text_only", "S1", "S2") for s in ("all", "insight")]
+    paired = [{"model": "S2", "against": "S1", "benchmark": "w", "budget": "S", "subset": "all",
+               "metric": "accuracy", "delta": 0.0, "se": 0.0, "n_problems": 3}]
+    text = story.after_05(rows, paired)
+    assert "on insight, no other model leads (all at 0%) and S1 gets 0% ± 0" in text
+    assert "S2 − S1 = +0.0 ± 0.0 points over the same 3 problems: no difference." in text
+
+
+def test_showcase_says_when_the_attempt_gave_no_answer():
+    text_only = _t2("correct", "e", [_seg("think", "I am not sure")])
+    (shown,) = self_distillation.showcase([text_only], [_sample("e", None, False)])
+    assert "it reasoned in text only; it gave no final answer (graded wrong)" in shown["why"]

@@ -75,7 +75,7 @@ def after_04(summary: dict[str, Any]) -> str:
     ex = summary.get("examples") or {}
     gbar = summary.get("gbar_mean")
     text = (f"S1 answered {summary.get('n_problems', 0)} training problems {summary.get('k')} times each (mean ḡ "
-            f"{_pct(gbar)}); {counts.get('solved', 0)} it always solved teach nothing. T2 has "
+            f"{_pct(gbar)}); the {counts.get('solved', 0)} problems it always solved (ḡ = 1) teach nothing. T2 has "
             f"{summary.get('n_examples', 0)} examples (verify {ex.get('verify', 0)}, correct {ex.get('correct', 0)})")
     missing = summary.get("n_no_teacher_solution") or 0
     text += (f"; {missing} selected problems had no text-teacher solution and gave none." if missing else ".")
@@ -109,17 +109,20 @@ def result_sentences(rows: Sequence[dict[str, Any]], paired: Sequence[dict[str, 
         s1 = acc.get(("S1", subset))
         if not base or s1 is None:
             continue
-        best = max(base, key=lambda m: base[m])
+        top = max(base.values())
+        leaders = [m for m, a in base.items() if a == top]
+        lead = (f"no other model leads (all at {_pct(top)})" if len(leaders) == len(base) > 1
+                else f"{_join(leaders)} {'leads' if len(leaders) == 1 else 'lead'} the other models ({_pct(top)})")
         se = s1.get("accuracy_se")
-        said.append(f"on {subset}, {best} leads the other models ({_pct(base[best])}) and S1 gets {_pct(s1['accuracy'])}"
+        said.append(f"on {subset}, {lead} and S1 gets {_pct(s1['accuracy'])}"
                     + (f" ± {100 * se:.0f}" if se is not None else ""))
     n = next((r["n_problems"] for r in mine if r["subset"] == "all"), 0)
     text = f"On {bench} (budget {budget}, {n} problems): " + ("; ".join(said) or "no S1 to compare") + "."
     d = _s2_minus_s1(rows, paired)
     if d is not None:
         delta, se = 100 * d["delta"], 100 * (d["se"] or 0)
-        verdict = ("within noise (less than two standard errors)" if abs(delta) < 2 * se
-                   else "more than two standard errors " + ("up" if delta > 0 else "down"))
+        verdict = ("no difference" if delta == 0 else "within noise (less than two standard errors)"
+                   if abs(delta) < 2 * se else "more than two standard errors " + ("up" if delta > 0 else "down"))
         text += f" S2 − S1 = {delta:+.1f} ± {se:.1f} points over the same {d['n_problems']} problems: {verdict}."
     return text
 

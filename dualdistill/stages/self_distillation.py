@@ -342,8 +342,9 @@ def _why(example: dict, sample: dict | None) -> tuple[int, str]:
     printed = _printed(segs, gold)
     own = None if sample is None else sample.get("final_answer")
     graded = None if sample is None else bool(sample.get("correct"))
-    answer = (f"its own final answer {own!r} (removed here) was graded {'right' if graded else 'wrong'}"
-              if sample is not None else "its final answer is removed here")
+    answer = ("its final answer is removed here" if sample is None else
+              f"it gave no final answer (graded {'right' if graded else 'wrong'})" if own is None else
+              f"its own final answer {own!r} (removed here) was graded {'right' if graded else 'wrong'}")
     if example.get("rule") == "correct":
         if printed:
             return 0, f"S1's program printed the gold answer {gold} and {answer}: a mistake after the code"
