@@ -6,8 +6,9 @@
 :func:`run` reads what earlier stages wrote under ``outputs/<run>/`` — it writes nothing of theirs —
 and writes ``plots/*.png`` and ``report/results.md``:
 
-- accuracy by model x benchmark (one panel per budget), tool-use rate by benchmark and by family,
-  tokens vs accuracy — from stage 05's summary rows (``report/summary.json``);
+- accuracy per model on each subset (%, ± the standard error over problems) beside the paired
+  differences S2 − S1 and S1 − each baseline (± SE), tool use per subset and family, tokens vs
+  accuracy — from stage 05's summary rows and paired rows (``report/summary.json``);
 - two results tables: the strict score (the project's grader) and the official-comparable score
   (the official ``compute_score``'s verdict) with the paper's rows beside it — the paper's numbers
   come from that rule — and the rate at which the two verdicts disagree;
@@ -21,7 +22,7 @@ and writes ``plots/*.png`` and ``report/results.md``:
   swept fields, beside T2's size (``report.figures.plot_sweep``, ``plots/sweep.png``), and the sweep's table.
 
 A missing input (no self-distillation samples yet, ...) skips its figure with a printed note.
-Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figure.
+Each ``plot_*`` function takes data, saves a PNG and an SVG and returns the matplotlib Figure.
 """
 
 from __future__ import annotations
