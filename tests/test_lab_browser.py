@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
+from matplotlib.container import BarContainer
 
 from dualdistill.algorithm.selection import gbar_by_problem, group_by_problem
 from dualdistill.artifacts.current import eval_paired, eval_rows, self_distill_samples
@@ -95,7 +96,8 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
     assert all(len(p["se"]) == len(p["models"]) and not any(math.isnan(e) for e in p["se"]) for p in first)
     fig = plot_accuracy(rows, tmp_path / "accuracy.png", paired=eval_paired(cfg))
     bar_axes = fig.axes[:len(subsets)]
-    assert all(ax.containers and ax.containers[0].errorbar is not None for ax in bar_axes)
+    bars = [next(c for c in ax.containers if isinstance(c, BarContainer)) for ax in bar_axes]
+    assert all(b.errorbar is not None and len(b) == len(p["models"]) for b, p in zip(bars, first, strict=True))
     assert fig.axes[len(subsets)].get_yticklabels()[0].get_text() == "S2 − S1"
     assert cfg.self_distill.beta2 == 0.9 and at_params["correct"] > 0, "the smoke run should have corrections at β2 = 0.9"
     timings = {}
@@ -179,6 +181,8 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
         assert first_src.endswith(base64.b64encode(accuracy_png).decode()[-64:])  # the result comes first
         text = page.locator(PANEL).inner_text()
         assert "S2 − S1 =" in text and "paired standard error" in text and "For tests" in text
+        page.set_viewport_size({"width": 2000, "height": 900})  # the first figure at a readable size
+        figures.first.evaluate("e => e.scrollIntoView({block: 'center'})")
         figures.first.screenshot(path=str(shots / "lab_result.png"))
         for i in range(FIGURES_06):
             stats = lab.image_stats(figures.nth(i))

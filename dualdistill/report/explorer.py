@@ -52,8 +52,9 @@ BARS: tuple[tuple[str, str, str, str], ...] = (
      "selected problems the text teacher never solved in stage 01: stage 04 has no feedback to append, "
      "so it cannot build their examples."),
     ("examples", "T2", "#1565c0",
-     "verify + correct examples of the problems with a text-teacher solution: what stage 04 builds at these "
-     "β (less any problem short of S1 samples, which it lists)."),
+     "verify + correct examples of the problems with a text-teacher solution: the most stage 04 builds at "
+     "these β. It also leaves out an example whose S1 sample has nothing well-formed before its answer, and "
+     "a problem short of K samples; its status line says how many."),
 )
 # the colour of a histogram bar: which rule takes the problems at that ḡ
 RULE_COLORS = {"verify": "#43a047", "correct": "#fb8c00", "both": "#8e24aa", "none": "#b0bec5", "solved": "#9e9e9e"}
