@@ -30,9 +30,11 @@ KERNEL = "dualdistill"  # the project's kernel (Makefile: ipykernel install --sy
 def kernel_spec() -> Path:
     """Where ``make setup`` registers the project's kernel: inside this interpreter's prefix (.venv)."""
     return Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
-# Lab's own settings for the test: no news or update checks (no network here), nothing else changed
+# Lab's own settings for the test: no news or update checks (no network here); every cell rendered (no
+# windowing), so the page's text holds the whole notebook, not only the cells in view
 LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-                {"fetchNews": "false", "checkForUpdates": False}}
+                {"fetchNews": "false", "checkForUpdates": False},
+                "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"}}
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ def test_first_render_has_the_figure_at_the_params_values():
     assert "β1 = 0 · β2 = 0.9 · " in ex.counts.value
     counts = selection_counts(GBARS, 0.0, 0.9)
     for key, *_ in explorer.BARS:
-        assert f"data-count='{key}'>{counts[key]}<" in ex.counts.value
+        assert f"data-count='{key}'>{counts.get(key, 0)}<" in ex.counts.value  # no_solution: 0 when not known
 
 
 
@@ -65,7 +65,45 @@ def test_every_bar_is_explained():
     legend = explorer.legend_html()
     for _, label, _, text in explorer.BARS:
         assert f"<b>{html.escape(label)}</b>" in legend and html.escape(text) in legend
-    assert [b[0] for b in explorer.BARS] == ["solved", "eligible", "verify", "correct", "both", "examples"]
+    assert [b[0] for b in explorer.BARS] == ["solved", "eligible", "verify", "correct", "both", "no_solution",
+                                             "examples"]
+    assert set(explorer.RULE_LABELS) == set(explorer.RULE_COLORS)  # every bar colour of the histogram has a legend entry
+
+
+# (ḡ, β1, β2, the rule that takes the problem): strict inequalities, ḡ = 1 never taken
+RULE_CASES = [(0.0, 0.0, 0.9, "correct"),  # ḡ = β1 = 0: not verify (ḡ > β1 is strict)
+              (0.5, 0.0, 0.9, "both"), (0.9, 0.0, 0.9, "verify"),  # ḡ = β2: not a correction
+              (0.5, 0.5, 0.5, "none"), (1.0, 0.0, 1.0, "solved")]
+
+
+@pytest.mark.parametrize(("g", "beta1", "beta2", "rule"), RULE_CASES)
+def test_histogram_bars_take_the_colour_of_their_rule(g, beta1, beta2, rule):
+    assert explorer.rule_of(g, beta1, beta2) == rule
+    fig = explorer.selection_panel([g], 4)(beta1, beta2)
+    bar = fig.axes[0].patches[0]
+    assert bar.get_facecolor()[:3] == pytest.approx(_rgb(explorer.RULE_COLORS[rule]))
+
+
+def _rgb(color: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+def test_counts_say_what_stage_04_can_build():
+    """T2 counts only problems with a text-teacher solution; the selected others are 'no solution'."""
+    counts = explorer.explorer_counts(GBARS, 0.0, 0.9, with_solution={"p2", "p3"})
+    assert counts["verify"] == 3 and counts["correct"] == 4  # p2, p3, p4 verify; p1..p4 correct
+    assert counts["no_solution"] == 2  # p1 (correct only) and p4 (both): no text-teacher solution
+    assert counts["examples"] == 4  # p2 and p3, both rules each
+    ex = explorer.BetaExplorer(GBARS, beta1=0.0, beta2=0.9, k=4, with_solution={"p2", "p3"})
+    assert "data-count='examples'>4<" in ex.counts.value and "data-count='no_solution'>2<" in ex.counts.value
+
+
+def test_invalid_thresholds_are_explained_in_the_figure():
+    fig = explorer.selection_panel(GBARS, 4)(0.6, 0.2)
+    assert "β1 > β2: not a valid config" in fig.axes[1].get_title() and "β2 ≤ ḡ ≤ β1" in fig.axes[1].get_title()
+    assert "not a valid" not in explorer.selection_panel(GBARS, 4)(0.2, 0.6).axes[1].get_title()
 
 
 def test_a_panel_is_any_function_of_the_thresholds():

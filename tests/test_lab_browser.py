@@ -1,19 +1,25 @@
 """The notebooks as a user meets them: JupyterLab started here on 127.0.0.1, driven in Debian's headless
 Chromium by Playwright, on the session's smoke outputs (``smoke_run``, conftest.py).
 
-Notebook 04 opens with the project's kernel and unchanged, runs all without an error box, its β
-explorer draws its figure from the first render (opaque pixels with ink, not a transparent image)
-at the params' β2 = 0.9, and moving the β2 slider changes the counts and the figure; notebook 03
-reruns on the finished outputs, reuses every model and says so in its first column; notebook 06
-runs all and shows its six figures. Screenshots go to ``tmp_path``, or to
-``$DUALDISTILL_SCREENSHOTS`` (``docs/img`` for the README's).
+Notebook 01 reruns on the finished outputs without a red box, says what it reused and drew, and
+colours a wrong answer red; notebook 04 opens with the project's kernel and unchanged, runs all
+without an error box, its β explorer draws its figure from the first render (opaque pixels with
+ink, not a transparent image) at the params' β2 = 0.9 and counts what stage 04 can build, moving the
+β2 slider changes the counts and the figure, and its showcased correction is an attempt graded
+wrong shown without loss; notebook 03 reruns on the finished outputs, reuses every model and says so
+in its first column; notebook 06 runs all, opens on the accuracy figure (one panel per subset with
+error bars, the paired panel) and shows its six figures, and ends on what the run showed. Every
+notebook ends with its closing sentences and a "For tests" heading. Screenshots go to ``tmp_path``,
+or to ``$DUALDISTILL_SCREENSHOTS`` (``docs/img`` for the README's).
 
 Chromium is installed by ``.ci/run`` (``apt-get install chromium``); without it this test fails.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import os
 import platform
 import shutil
@@ -22,12 +28,18 @@ import time
 from pathlib import Path
 
 import pytest
+from matplotlib.container import BarContainer
 
-from dualdistill.algorithm.selection import gbar_by_problem, group_by_problem, selection_counts
-from dualdistill.artifacts.current import self_distill_samples
+from dualdistill.algorithm.selection import gbar_by_problem, group_by_problem
+from dualdistill.artifacts.current import eval_paired, eval_rows, self_distill_samples
+from dualdistill.artifacts.paths import RunPaths
+from dualdistill.report.explorer import explorer_counts
+from dualdistill.report.figures import accuracy_panels, plot_accuracy
+from dualdistill.stages.self_distillation import with_text_solution
 from tests import lab_driver as lab
 from tests.conftest import REPO
 
+NB01 = "notebooks/01_teacher_rollouts.ipynb"
 NB03 = "notebooks/03_teacher_distillation_sft.ipynb"
 NB04 = "notebooks/04_self_distillation.ipynb"
 NB06 = "notebooks/06_analysis.ipynb"
@@ -71,11 +83,36 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
     # what `make lab PARAMS=params/smoke.yaml` sets; progress as a person sees it (bars, not runner lines)
     env = {"DUALDISTILL_PARAMS": "params/smoke.yaml", "DUALDISTILL_PROGRESS": None}
     gbars = gbar_by_problem(group_by_problem(self_distill_samples(cfg)))
-    at_params = selection_counts(gbars, cfg.self_distill.beta1, cfg.self_distill.beta2)
-    at_zero = selection_counts(gbars, cfg.self_distill.beta1, 0.0)
+    with_solution = with_text_solution(cfg)
+    at_params = explorer_counts(gbars, cfg.self_distill.beta1, cfg.self_distill.beta2, with_solution)
+    at_zero = explorer_counts(gbars, cfg.self_distill.beta1, 0.0, with_solution)
+    assert at_params["no_solution"] > 0 or len(with_solution) == len(gbars)  # the count says what cannot be built
+    # the first figure of 06 tells the result: one panel per subset, every bar with its standard error,
+    # and the paired panel with S2 − S1 first
+    rows = eval_rows(cfg)
+    subsets = ["all", *sorted({r["subset"] for r in rows if r["subset"] != "all" and not r["subset"].startswith("family:")})]
+    first = [p for p in accuracy_panels(rows) if (p["benchmark"], p["budget"]) == (rows[0]["benchmark"], rows[0]["budget"])]
+    assert [p["subset"] for p in first] == subsets and len(subsets) > 1
+    assert all(len(p["se"]) == len(p["models"]) and not any(math.isnan(e) for e in p["se"]) for p in first)
+    fig = plot_accuracy(rows, tmp_path / "accuracy.png", paired=eval_paired(cfg))
+    bar_axes = fig.axes[:len(subsets)]
+    bars = [next(c for c in ax.containers if isinstance(c, BarContainer)) for ax in bar_axes]
+    assert all(b.errorbar is not None and len(b) == len(p["models"]) for b, p in zip(bars, first, strict=True))
+    assert fig.axes[len(subsets)].get_yticklabels()[0].get_text() == "S2 − S1"
     assert cfg.self_distill.beta2 == 0.9 and at_params["correct"] > 0, "the smoke run should have corrections at β2 = 0.9"
     timings = {}
     with lab.jupyter_lab(root, tmp_path, env=env) as (url, token), lab.chromium(tmp_path) as browser:
+        # --- 01 on finished outputs: no red box, what was reused said as information, answers by grade
+        page = lab.open_notebook(browser, url, token, NB01)
+        lab.run_all(page)
+        assert lab.errors_shown(page) == []  # the world's notices are information, not stderr
+        text = page.locator(PANEL).inner_text()
+        assert "reused from" in text and "drawn now" in text and "For tests" in text and "Next:" in text
+        wrong = page.locator(f"{PANEL} .dd-answer", has_text="answer · wrong")
+        if wrong.count():  # the shown wrong agent attempt: its answer is red, not green
+            assert wrong.first.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(255, 214, 214)"
+        page.close(run_before_unload=False)
+
         # --- 04: the project's kernel, unchanged on opening, run all
         t0 = time.monotonic()
         page = lab.open_notebook(browser, url, token, NB04)
@@ -90,6 +127,11 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
         assert lab.errors_shown(page) == []  # no red box: no error, no stderr noise (bitsandbytes, progress)
         text = page.locator(PANEL).inner_text()
         assert "reused" in text and "S2 already trained" in text  # what was reused is said (smoke outputs exist)
+        assert "have no text-teacher solution" in text and "For tests" in text and "Next:" in text
+        showcase = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="rule correct ·").first
+        assert "graded wrong" in showcase.inner_text()  # the correction shown: S1's attempt really failed
+        assert showcase.locator(".dd-seg", has_text="no loss").count() > 0  # its attempt carries no loss, greyed
+        showcase.screenshot(path=str(shots / "lab_showcase.png"))
 
         # --- the β explorer: drawn from the first render, at the params' values
         image = page.locator(f"{PANEL} .widget-image").first
@@ -134,6 +176,14 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
         assert lab.errors_shown(page) == []
         figures = page.locator(f"{PANEL} .jp-OutputArea-output img")
         assert figures.count() == FIGURES_06
+        accuracy_png = (RunPaths.of(cfg).plots / "accuracy.png").read_bytes()
+        first_src = figures.first.get_attribute("src")
+        assert first_src.endswith(base64.b64encode(accuracy_png).decode()[-64:])  # the result comes first
+        text = page.locator(PANEL).inner_text()
+        assert "S2 − S1 =" in text and "paired standard error" in text and "For tests" in text
+        page.set_viewport_size({"width": 2000, "height": 900})  # the first figure at a readable size
+        figures.first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        figures.first.screenshot(path=str(shots / "lab_result.png"))
         for i in range(FIGURES_06):
             stats = lab.image_stats(figures.nth(i))
             assert stats["width"] > 200 and stats["ink"] > 0.005 * stats["pixels"], (i, stats)

@@ -5,7 +5,9 @@ bar explained.
     explorer.widget                   # the last value of a cell: sliders, figure, counts, legend
 
 The counts are :func:`dualdistill.algorithm.selection.selection_counts` — the rule stage 04 selects T2 with —
-over the cached ḡ values: moving a slider never resamples. The sliders' step is fine enough to hold
+over the cached ḡ values: moving a slider never resamples. Given ``with_solution`` (the problems with a
+text-teacher solution, ``self_distillation.with_text_solution(cfg)``), *T2* counts what stage 04 can
+build and *no solution* the selected problems it cannot (:func:`explorer_counts`). The sliders' step is fine enough to hold
 the params' values exactly (0.01, or 0.001 for a value such as 0.125), so the explorer opens on the
 config's β1, β2 and its figure says so.
 
@@ -21,33 +23,43 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from dualdistill.algorithm.selection import selection_counts
+from dualdistill.algorithm.selection import rules_for, selection_counts
 
 Panel = Callable[[float, float], Figure]
 
-# the bars of the counts, in order: (key of selection_counts, label, colour, what it counts)
+# the bars of the counts, in order: (key of explorer_counts, label, colour, what it counts)
 BARS: tuple[tuple[str, str, str, str], ...] = (
     ("solved", "solved", "#9e9e9e",
      "ḡ = 1: S1 was right in all K samples. Nothing left to teach: never selected, whatever β1 and β2."),
-    ("eligible", "eligible", "#90caf9",
+    ("eligible", "eligible", "#b0bec5",
      "ḡ < 1: S1 was wrong at least once. Only these problems can be selected (solved + eligible = all)."),
-    ("verify", "verify", "#66bb6a",
-     "β1 < ḡ < 1: a verification example — a correct sample of S1 without its answer, "
+    ("verify", "verify", "#43a047",
+     "β1 < ḡ < 1 (strict): a verification example — a correct sample of S1 without its answer, "
      "\"Wait, we can also use text-reasoning…\", a text-teacher solution."),
-    ("correct", "correct", "#ffa726",
-     "ḡ < β2 (and ḡ < 1): a correction example — a wrong sample of S1 cut before its answer, "
+    ("correct", "correct", "#fb8c00",
+     "ḡ < β2 (strict, and ḡ < 1): a correction example — a wrong sample of S1 cut before its answer, "
      "\"Wait, the code is not correct…\", a text-teacher solution."),
-    ("both", "both", "#ab47bc",
+    ("both", "both", "#8e24aa",
      "problems where both rules fire: they give one verify and one correct example."),
-    ("examples", "T2 ≤", "#1565c0",
-     "verify + correct: T2's size when every selected problem has a text-teacher solution and a usable "
-     "sample of S1; stage 04 builds at most this many and lists what it had to leave out."),
+    ("no_solution", "no solution", "#e53935",
+     "selected problems the text teacher never solved in stage 01: stage 04 has no feedback to append, "
+     "so it cannot build their examples."),
+    ("examples", "T2", "#1565c0",
+     "verify + correct examples of the problems with a text-teacher solution: the most stage 04 builds at "
+     "these β. It also leaves out an example whose S1 sample has nothing well-formed before its answer, and "
+     "a problem short of K samples; its status line says how many."),
 )
+# the colour of a histogram bar: which rule takes the problems at that ḡ
+RULE_COLORS = {"verify": "#43a047", "correct": "#fb8c00", "both": "#8e24aa", "none": "#b0bec5", "solved": "#9e9e9e"}
+RULE_LABELS = {"verify": "taken by verify only", "correct": "taken by correct only", "both": "taken by both rules",
+               "none": "ḡ < 1, taken by neither", "solved": "ḡ = 1, never taken"}
 
 
 def slider_step(*values: float) -> float:
@@ -58,34 +70,77 @@ def slider_step(*values: float) -> float:
     return 0.0001
 
 
-def selection_panel(gbars: Mapping[str, float] | Sequence[float], k: int | None = None) -> Panel:
-    """The panel of the explorer: left, how many problems have each ḡ, with the two rules' ranges
-    shaded (verify: β1 < ḡ < 1; correct: ḡ < β2); right, the counts of :data:`BARS`."""
-    values = [float(g) for g in (gbars.values() if isinstance(gbars, Mapping) else gbars)]
+def rule_of(g: float, beta1: float, beta2: float) -> str:
+    """Which rule takes a problem of ḡ ``g``: ``solved``, ``verify``, ``correct``, ``both`` or ``none``."""
+    if g >= 1:
+        return "solved"
+    rules = rules_for(g, beta1, beta2)
+    return "both" if len(rules) == 2 else (rules[0] if rules else "none")
+
+
+def explorer_counts(gbars: Mapping[str, float] | Sequence[float], beta1: float, beta2: float,
+                    with_solution: Collection[str] | None = None) -> dict[str, int]:
+    """:func:`selection_counts` plus ``no_solution`` (selected problems outside ``with_solution``, the
+    problems with a text-teacher solution) and ``examples`` counted over the problems stage 04 can
+    build (all selected ones when ``with_solution`` is None or ``gbars`` has no problem ids)."""
+    counts = dict(selection_counts(gbars, beta1, beta2))
+    if with_solution is None or not isinstance(gbars, Mapping):
+        return {**counts, "no_solution": 0}
+    rules = {pid: rules_for(float(g), beta1, beta2) for pid, g in gbars.items()}
+    counts["no_solution"] = sum(bool(r) and pid not in with_solution for pid, r in rules.items())
+    counts["examples"] = sum(len(r) for pid, r in rules.items() if pid in with_solution)
+    return counts
+
+
+def selection_panel(gbars: Mapping[str, float] | Sequence[float], k: int | None = None,
+                    with_solution: Collection[str] | None = None) -> Panel:
+    """The panel of the explorer: left, how many problems have each ḡ, each bar coloured by the rule
+    that takes it, the two rules' ranges drawn above as intervals with open ends (strict
+    inequalities); right, the counts of :data:`BARS`."""
+    by_id = dict(gbars) if isinstance(gbars, Mapping) else dict(enumerate(gbars))
+    values = [float(g) for g in by_id.values()]
 
     def draw(beta1: float, beta2: float) -> Figure:
-        counts = selection_counts(values, beta1, beta2)
-        fig = Figure(figsize=(10, 3.4), dpi=90)
-        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+        counts = explorer_counts(by_id if with_solution is not None else values, beta1, beta2, with_solution)
+        fig = Figure(figsize=(12, 4.4), dpi=90)
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
         levels = sorted({round(g, 6) for g in values})
+        heights = [sum(round(g, 6) == lv for g in values) for lv in levels]
         width = min(0.5 / k, 0.05) if k else 0.03
-        left.axvspan(beta1, 1, color="#66bb6a", alpha=0.15, lw=0, label="verify: β1 < ḡ < 1")
-        left.axvspan(0, beta2, color="#ffa726", alpha=0.15, lw=0, label="correct: ḡ < β2")
-        left.bar(levels, [sum(round(g, 6) == lv for g in values) for lv in levels], width=width,
-                 color=["#9e9e9e" if lv >= 1 else "#90caf9" for lv in levels])
-        left.axvline(beta1, color="#2e7d32", lw=1.5)
-        left.axvline(beta2, color="#ef6c00", lw=1.5, ls="--")
-        left.set(xlim=(-0.05, 1.05), xlabel="ḡ (share of S1's K samples that are correct)", ylabel="problems",
-                 title=f"{len(values)} problems by ḡ" + (f" (K = {k})" if k else ""))
-        left.legend(loc="upper center", fontsize=8, frameon=False, ncols=2)
-        left.margins(y=0.25)
+        rules = [rule_of(lv, beta1, beta2) for lv in levels]
+        left.bar(levels, heights, width=width, color=[RULE_COLORS[r] for r in rules], edgecolor="#455a64", lw=0.5)
+        for lv, h in zip(levels, heights, strict=True):
+            left.annotate(str(h), (lv, h), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=9)
+        top = max([*heights, 1])
+        for y, lo, hi, closed_lo, color, label in (
+                (1.32 * top, beta1, 1.0, False, RULE_COLORS["verify"], f"verify: {beta1:g} < ḡ < 1"),
+                (1.12 * top, 0.0, beta2, True, RULE_COLORS["correct"], f"correct: ḡ < {beta2:g}")):
+            if hi > lo:
+                left.plot([lo, hi], [y, y], color=color, lw=3, solid_capstyle="butt")
+                left.plot([lo], [y], marker="o", ms=8, color=color, mfc=color if closed_lo else "white", mew=2)
+                left.plot([hi], [y], marker="o", ms=8, color=color, mfc="white", mew=2)
+            left.text(max((lo + hi) / 2, 0.12), y + 0.025 * top, label, ha="center", va="bottom", fontsize=10,
+                      color=color)
+        left.axvline(beta1, color=RULE_COLORS["verify"], lw=1, ls=":")
+        left.axvline(beta2, color=RULE_COLORS["correct"], lw=1, ls="--")
+        handles = [Patch(color=RULE_COLORS[r], label=RULE_LABELS[r]) for r in RULE_COLORS]
+        handles.append(Line2D([], [], marker="o", color="#555", mfc="white", lw=2, label="open end: strict (not taken)"))
+        left.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.2), fontsize=9, frameon=False, ncols=3)
+        left.set(xlim=(-0.06, 1.06), ylim=(0, 1.5 * top), ylabel="problems")
+        left.set_xlabel("ḡ (share of S1's K samples that are correct)", fontsize=10)
+        left.set_title(f"{len(values)} problems by ḡ" + (f" (K = {k})" if k else "") + ", coloured by the rule that "
+                       "takes them", fontsize=11)
         names = [b[1] for b in BARS]
-        heights = [counts[b[0]] for b in BARS]
-        bars = right.bar(names, heights, color=[b[2] for b in BARS])
-        right.bar_label(bars, padding=2)
-        right.set(ylabel="problems (T2 ≤: examples)", ylim=(0, max([*heights, 1]) * 1.2),
-                  title=f"β1 = {beta1:g}, β2 = {beta2:g}" + ("  (β1 > β2: not a valid config)" if beta1 > beta2 else ""))
-        right.tick_params(axis="x", labelsize=9)
+        bar_heights = [counts[b[0]] for b in BARS]
+        bars = right.bar(names, bar_heights, color=[b[2] for b in BARS])
+        right.bar_label(bars, padding=2, fontsize=10)
+        right.set(ylabel="problems (T2: examples)", ylim=(0, max([*bar_heights, 1]) * 1.2))
+        title = f"β1 = {beta1:g}, β2 = {beta2:g}"
+        if beta1 > beta2:
+            title += ("\nβ1 > β2: not a valid config (stage 04 refuses it):\nproblems with β2 ≤ ḡ ≤ β1 would "
+                      "get no example at all;\nset β1 ≤ β2")
+        right.set_title(title, fontsize=11 if beta1 <= beta2 else 10, color="black" if beta1 <= beta2 else "#c62828")
+        right.tick_params(axis="x", labelsize=10, labelrotation=20)
         fig.tight_layout()
         return fig
 
@@ -172,12 +227,14 @@ class BetaExplorer:
     """Sliders for β1 and β2 over cached ḡ values; the figure is drawn before the widget is shown."""
 
     def __init__(self, gbars: Mapping[str, float] | Sequence[float], *, beta1: float, beta2: float,
-                 k: int | None = None, panels: Sequence[Panel] | None = None) -> None:
+                 k: int | None = None, panels: Sequence[Panel] | None = None,
+                 with_solution: Collection[str] | None = None) -> None:
         import ipywidgets as widgets
 
-        self.values = [float(g) for g in (gbars.values() if isinstance(gbars, Mapping) else gbars)]
+        self.gbars = dict(gbars) if isinstance(gbars, Mapping) else [float(g) for g in gbars]
+        self.with_solution = None if with_solution is None else set(with_solution)
         self.params = (float(beta1), float(beta2))
-        self.panels = list(panels) if panels is not None else [selection_panel(self.values, k)]
+        self.panels = list(panels) if panels is not None else [selection_panel(gbars, k, with_solution)]
         step = slider_step(beta1, beta2)
         fmt = f".{max(2, len(f'{step:g}'.split('.')[-1]))}f"
         common = {"min": 0.0, "max": 1.0, "step": step, "readout_format": fmt, "continuous_update": True,
@@ -213,7 +270,7 @@ class BetaExplorer:
     def redraw(self) -> dict[str, int]:
         """Draw every panel and the counts for the sliders' values (a no-op when they did not change)."""
         beta1, beta2 = self.thresholds()
-        counts = selection_counts(self.values, beta1, beta2)
+        counts = explorer_counts(self.gbars, beta1, beta2, self.with_solution)
         if self.drawn != (beta1, beta2):
             for image, panel in zip(self.images, self.panels, strict=True):
                 image.value = png(panel(beta1, beta2))

@@ -6,7 +6,9 @@ Per group of records:
 
 - ``accuracy``: mean correctness by the project's strict grader (``correct``); each problem weighs
   the same (its own mean over samples), which equals the paper's "mean over samples" when every
-  problem has the same number of samples;
+  problem has the same number of samples; ``accuracy_se``: its standard error over problems
+  (sample standard deviation of the per-problem means / √n; 0 for a single problem) — the error
+  bars of stage 06's accuracy figure;
 - ``official_accuracy``: the same mean over the official-comparable verdicts (``official_correct``:
   the official ``compute_score`` rule, ``official_score.verdict``), the score the paper's numbers come from;
   ``score_disagreement``: the share of samples whose two verdicts differ; both over the samples that
@@ -198,12 +200,14 @@ def compute_metrics(
     n_max = max((len(s) for s in by_problem.values()), default=0)
     ks = list(ks) if ks is not None else (default_ks(n_max) if n_max else [])
 
+    per_problem = [_mean([float(f["correct"]) for f in s]) for s in by_problem.values()]
     out: dict[str, Any] = {
         "n_problems": len(by_problem),
         "n_samples": len(ok),
         "n_failed": len(feats) - len(ok),
         "complete": len(feats) == len(ok),
-        "accuracy": _mean([_mean([float(f["correct"]) for f in s]) for s in by_problem.values()]),
+        "accuracy": _mean(per_problem),
+        "accuracy_se": _sd(per_problem) / math.sqrt(len(per_problem)) if per_problem else None,
         **_official_scores(by_problem),
     }
     for k in ks:

@@ -6,8 +6,9 @@
 :func:`run` reads what earlier stages wrote under ``outputs/<run>/`` — it writes nothing of theirs —
 and writes ``plots/*.png`` and ``report/results.md``:
 
-- accuracy by model x benchmark (one panel per budget), tool-use rate by benchmark and by family,
-  tokens vs accuracy — from stage 05's summary rows (``report/summary.json``);
+- accuracy per model on each subset (%, ± the standard error over problems) beside the paired
+  differences S2 − S1 and S1 − each baseline (± SE), tool use per subset and family, tokens vs
+  accuracy — from stage 05's summary rows and paired rows (``report/summary.json``);
 - two results tables: the strict score (the project's grader) and the official-comparable score
   (the official ``compute_score``'s verdict) with the paper's rows beside it — the paper's numbers
   come from that rule — and the rate at which the two verdicts disagree;
@@ -21,7 +22,7 @@ and writes ``plots/*.png`` and ``report/results.md``:
   swept fields, beside T2's size (``report.figures.plot_sweep``, ``plots/sweep.png``), and the sweep's table.
 
 A missing input (no self-distillation samples yet, ...) skips its figure with a printed note.
-Each ``plot_*`` function takes data, saves a PNG and returns the matplotlib Figure.
+Each ``plot_*`` function takes data, saves a PNG and an SVG and returns the matplotlib Figure.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
 
     rows = load_eval_rows(cfg)
     no_eval = None if rows else f"no evaluation summary at {paths.summary} (run stage 05)"
-    make("accuracy", no_eval, plot_accuracy, rows)
+    paired = eval_paired(cfg) if rows else []
+    make("accuracy", no_eval, plot_accuracy, rows, paired=paired)
     make("tool_use", no_eval, plot_tool_use, rows)
     make("tokens_vs_accuracy", no_eval, plot_tokens_vs_accuracy, rows)
     table = results_table(rows) if rows else pd.DataFrame()
@@ -143,7 +145,6 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
             metrics.setdefault("score_disagreement", {})[key] = r.get("score_disagreement")
             metrics.setdefault("tool_use_rate", {})[key] = r["tool_use_rate"]
 
-    paired = eval_paired(cfg) if rows else []
     for r in paired:
         if r["metric"] == "accuracy" and r["delta"] is not None:
             key = f"{r['model']}-{r['against']}/{r['benchmark']}/{r['budget']}/{r['subset']}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -299,9 +300,15 @@ def status_lines(cfg: RunConfig, summary: dict) -> list[str]:
     lines = [f"step 5: {summary['n_samples']} samples of S1 ({summary['k']} per problem, {summary['n_problems']} "
              f"problems): {drawn} drawn now, {summary['n_samples'] - drawn} reused from {paths.sd_samples}"]
     if "n_examples" in summary:
-        ex = summary["examples"]
-        lines.append(f"step 6: T2 = {summary['n_examples']} examples (verify {ex.get('verify', 0)}, correct "
-                     f"{ex.get('correct', 0)}) at β1 = {summary['beta1']:g}, β2 = {summary['beta2']:g} → {paths.t2}")
+        ex, counts = summary["examples"], summary.get("counts") or {}
+        missing = summary.get("n_no_teacher_solution") or 0
+        no_sample = sum(len(v) for v in (summary.get("no_student_sample") or {}).values())
+        lines.append(f"step 6: at β1 = {summary['beta1']:g}, β2 = {summary['beta2']:g} the rules select "
+                     f"{counts.get('problems_used', '?')} problems ({counts.get('examples', '?')} examples); "
+                     f"{missing} of them have no text-teacher solution (stage 01's text teacher never solved them)"
+                     + (f"; {no_sample} selected examples had no usable sample of S1" if no_sample else "")
+                     + f", so T2 = {summary['n_examples']} examples (verify {ex.get('verify', 0)}, correct "
+                     f"{ex.get('correct', 0)}) → {paths.t2}")
         both = summary.get("counts_by_grader")
         if both:
             lines.append(f"step 6: ḡ by the {summary.get('grader', 'strict')} grader; selected problems (verify / "
@@ -326,20 +333,69 @@ def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
 
 
-def showcase(examples: list[dict]) -> list[dict]:
-    """One T2 example per rule to look at: for a correction, preferably one whose student attempt ran
-    code (the fixed sentence says "the code is not correct"); else the first of the rule."""
-    def ran_code(ex: dict) -> bool:
-        segs = ex.get("segments", [])
-        cut = next((i for i, s in enumerate(segs) if s.get("kind") == "transition"), len(segs))
-        return any(s.get("kind") == "code" for s in segs[:cut])
+FAILED_STATUS = ("error", "timeout", "killed")
 
+
+def _attempt(example: dict) -> list[dict]:
+    """The student's part of a T2 example: its segments before the first transition."""
+    segs = example.get("segments") or []
+    cut = next((i for i, s in enumerate(segs) if s.get("kind") == "transition"), len(segs))
+    return segs[:cut]
+
+
+def _printed(segs: list[dict], answer: Any) -> bool:
+    """Whether an executor output of ``segs`` shows ``answer`` as a number or word of its own."""
+    if answer in (None, ""):
+        return False
+    pattern = re.compile(rf"(?<![\w.]){re.escape(str(answer).strip())}(?![\w.])")
+    return any(s.get("kind") == "executor" and pattern.search(s.get("text", "")) for s in segs)
+
+
+def _why(example: dict, sample: dict | None) -> tuple[int, str]:
+    """(how well the example shows its rule, a sentence saying what S1's attempt did)."""
+    segs, gold = _attempt(example), example.get("answer")
+    codes = [s for s in segs if s.get("kind") in ("code", "executor")]
+    failed = any((s.get("meta") or {}).get("status") in FAILED_STATUS for s in codes)
+    ran = any(s.get("kind") == "code" for s in segs)
+    printed = _printed(segs, gold)
+    own = None if sample is None else sample.get("final_answer")
+    graded = None if sample is None else bool(sample.get("correct"))
+    answer = ("its final answer is removed here" if sample is None else
+              f"it gave no final answer (graded {'right' if graded else 'wrong'})" if own is None else
+              f"its own final answer {own!r} (removed here) was graded {'right' if graded else 'wrong'}")
+    if example.get("rule") == "correct":
+        if printed:
+            return 0, f"S1's program printed the gold answer {gold} and {answer}: a mistake after the code"
+        program = ("its program failed" if failed else "its program ran but did not print the gold answer"
+                   if ran else "it reasoned in text only")
+        score = (3 if failed else 2 if ran else 1) if graded is not True else 0
+        return score, f"S1's attempt: {program}; {answer} (gold {gold})"
+    program = "its program printed the gold answer" if printed else "it ran code" if ran else "it reasoned in text"
+    score = (2 if printed and not failed else 1) if graded is not False else 0
+    return score, f"S1's attempt: {program}; {answer} (gold {gold}); the text teacher checks it another way"
+
+
+def showcase(examples: list[dict], samples: list[dict] | None = None) -> list[dict]:
+    """One T2 example per rule, picked by what it shows, each with ``why`` (what S1's attempt did):
+    a correction whose attempt really failed (graded wrong after a failed program, else a program
+    that did not print the gold answer, else text); a verification of an attempt graded right whose
+    program printed the gold answer. ``samples``: S1's sample records, to read the removed answer."""
+    by_sample = {(r["problem"]["id"], int(r["sample"])): r for r in samples or []}
     out = []
     for rule in ("verify", "correct"):
-        of_rule = [e for e in examples if e.get("rule") == rule]
-        if of_rule:
-            out.append(next((e for e in of_rule if ran_code(e)), of_rule[0]))
+        scored = []
+        for ex in (e for e in examples if e.get("rule") == rule):
+            score, why = _why(ex, by_sample.get((ex.get("problem_id"), ex.get("student_sample"))))
+            scored.append((score, {**ex, "why": why}))
+        if scored:
+            out.append(max(scored, key=lambda pair: pair[0])[1])  # the first of the best
     return out
+
+
+def with_text_solution(cfg: RunConfig) -> set[str]:
+    """The self-distillation problems with a text-teacher solution: the only ones stage 04 can turn
+    into T2 examples (notebook 04's explorer counts them)."""
+    return set(load_teacher_solutions(cfg, self_distill_problems(cfg)))
 
 
 if __name__ == "__main__":

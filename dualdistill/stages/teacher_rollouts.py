@@ -39,6 +39,8 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dualdistill.artifacts.current import teacher_records
@@ -341,6 +343,48 @@ def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     if cfg.world is not None:
         out["stage0"] = run_stage0_rollouts(cfg, progress=progress)
     return out
+
+
+
+# --- for notebook 01 ------------------------------------------------------------------------------
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def world_notices() -> Iterator[list[str]]:
+    """Collect what the embedded world says while building its splits (e.g. a family that ran out of
+    distinct problems, the others filling in: expected, not an error) instead of printing it to
+    stderr; notebook 01 shows the lines as information."""
+    lines: list[str] = []
+    logger = logging.getLogger("dualdistill.world")
+    handler, propagate = _Collect(lines), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def status_lines(result: dict[str, Any]) -> list[str]:
+    """What :func:`run` did and what it reused, one line per part (notebook 01 shows them)."""
+    lines = []
+    for name, what in (("teacher_rollouts", "teacher rollouts (y1 and y2)"), ("stage0", "stage-0 traces")):
+        part = result.get(name) or {}
+        if "skipped" in part:
+            lines.append(f"{what}: skipped — {part['skipped']}")
+        elif "records" in part:
+            new = int(part.get("new_records") or 0)
+            lines.append(f"{what}: {part['records']} records — {part['records'] - new} reused from "
+                         f"{part.get('path')}, {new} drawn now")
+    return lines
 
 
 if __name__ == "__main__":
