@@ -255,6 +255,8 @@ def test_stage01_is_one_function_whichever_way_it_is_called(tmp_path):
         runs[way] = (_deterministic(JsonlStore(paths.teacher_rollouts).read()),
                      _deterministic(JsonlStore(paths.stage0_rollouts).read()), read_metrics(cfg, "01"))
     module, cli_run, notebook = runs["module"], runs["cli"], runs["notebook"]
+    shown = (tmp_path / "01.ipynb").read_text()  # the trajectory taken apart by hand is the loop's own
+    assert "The tool loop wrote exactly this text" in shown and "status ok" in shown
     assert len(module[0]) == 8 and len(module[1]) == 4
     assert module[:2] == cli_run[:2] == notebook[:2]
     for metrics in (module[2], cli_run[2], notebook[2]):
