@@ -341,7 +341,7 @@ def test_pair_program_checks_what_it_copied(pool):
     """pair_difference: the agent copies both 10-digit numbers exactly (no typos by default) and asserts
     that they agree except in the last digit, so a program with a mis-copied prefix raises (a visible
     failure) where the program without the assert prints a wrong number; a wrong last digit stays silent."""
-    from dualdistill.sandbox import PythonSandbox
+    from dualdistill.sandbox.python_sandbox import PythonSandbox
     from dualdistill.world.teachers import pair_program
 
     p = _problem("pair_difference", P=271828182, d=7)
