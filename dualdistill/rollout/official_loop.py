@@ -35,7 +35,7 @@ from dualdistill.formats import formatting, official
 from dualdistill.formats.formatting import CODE_STOP, GENERATION_PREFIX
 from dualdistill.formats.trajectory import Trajectory
 from dualdistill.rollout.policy import Generation, GenerationRequest
-from dualdistill.rollout.tool_loop import _Loop, _State, request_seed
+from dualdistill.rollout.tool_loop import _Loop, _State
 from dualdistill.sandbox.official_executor import OfficialRun, run_official
 
 OFFICIAL_LOOP_VERSION = "official-loop-1"  # in the sample keys of official mode: bump when its behaviour changes
@@ -56,14 +56,8 @@ class OfficialLoop(_Loop):
         """No token ids: every request is text, as the official requests are."""
 
     def request(self, st: _State) -> GenerationRequest:
-        context = {"problem": st.item.problem, "completion": st.completion, "sample": st.item.sample,
-                   "role": st.item.role, **st.item.context}
-        return GenerationRequest(
-            prompt=st.item.prompt + st.completion, max_new_tokens=self.budget - st.n_tokens,
-            stop=[CODE_STOP] if self.tools else [], temperature=self.temperature, top_p=self.top_p,
-            top_k=self.top_k, seed=request_seed(st.seed, st.item.problem.id, st.item.role, st.item.sample, st.steps),
-            context=context,
-        )
+        """Text only, stopping at ``</code>`` alone (the official requests know no ``</answer>`` stop)."""
+        return self.next_request(st, [CODE_STOP] if self.tools else [])
 
     def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
         st.steps += 1

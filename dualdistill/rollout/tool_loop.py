@@ -189,14 +189,19 @@ class _Loop:
         stop = [ANSWER_STOP]
         if self.tools and (not st.capped or self.call_cap == "official"):
             stop.insert(0, CODE_STOP)
+        ids = st.prompt_ids + st.ids if st.prompt_ids is not None and st.ids is not None else None
+        return self.next_request(st, stop, prompt_ids=ids)
+
+    def next_request(self, st: _State, stop: list[str], *, prompt_ids: list[int] | None = None) -> GenerationRequest:
+        """The request that continues ``st``: the text so far, the budget left, these stop strings, the
+        sampling settings, the per-step seed and the context non-LLM policies read."""
         context = {"problem": st.item.problem, "completion": st.completion, "sample": st.item.sample,
                    "role": st.item.role, **st.item.context}
-        ids = st.prompt_ids + st.ids if st.prompt_ids is not None and st.ids is not None else None
         return GenerationRequest(
             prompt=st.item.prompt + st.completion, max_new_tokens=self.budget - st.n_tokens, stop=stop,
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
             seed=request_seed(st.seed, st.item.problem.id, st.item.role, st.item.sample, st.steps),
-            context=context, prompt_ids=ids,
+            context=context, prompt_ids=prompt_ids,
         )
 
     def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
