@@ -60,12 +60,9 @@ class OfficialLoop(_Loop):
         return self.next_request(st, [CODE_STOP] if self.tools else [])
 
     def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
-        st.steps += 1
-        st.t_gen += seconds
-        if gen.finish_reason == "error":
-            st.finish, st.error = "error", gen.error or "generation error"
+        """Apply a generation the official way: run its first code block, or finish (see the module doc)."""
+        if not self._count(st, gen, seconds):
             return
-        st.n_generated += gen.n_tokens
         text = gen.text + (gen.stop or "") if gen.finish_reason == "stop" else gen.text
         if st.forced:  # the answer asked for after the cap
             st.completion += text

@@ -204,14 +204,21 @@ class _Loop:
             context=context, prompt_ids=prompt_ids,
         )
 
-    def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
-        """Apply a generation to a trajectory: finish it, or leave its code pending."""
+    @staticmethod
+    def _count(st: _State, gen: Generation, seconds: float) -> bool:
+        """Count a generation's step, time and tokens; False (the trajectory ended) if it errored."""
         st.steps += 1
         st.t_gen += seconds
         if gen.finish_reason == "error":
             st.finish, st.error = "error", gen.error or "generation error"
-            return
+            return False
         st.n_generated += gen.n_tokens
+        return True
+
+    def absorb(self, st: _State, gen: Generation, seconds: float) -> None:
+        """Apply a generation to a trajectory: finish it, or leave its code pending."""
+        if not self._count(st, gen, seconds):
+            return
         st.completion += gen.text
         if st.ids is not None:
             if gen.token_ids is None or self.tokenizer is None:
