@@ -574,6 +574,20 @@ class PromptRecorder(FakeStudent):
         return super().generate(requests)
 
 
+def official_setup(tmp_path, monkeypatch, n: int = 4, k: int = 4):
+    """An official-mode config over the first ``n`` training problems, each with one recorded text-teacher
+    solution (monkeypatched in); returns (the official config, the project config's dict, the rows)."""
+    import dualdistill.stages.self_distillation as SD
+
+    base = make_cfg(tmp_path, n=n, k=k).model_dump(mode="json", exclude={"source"})
+    cfg = config_from_dict({**base, "student": {"prompt_style": "official"},
+                            "composition": {"transition_style": "official"}})
+    rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:n]]
+    solutions = {f"whole_training_set/{i}": [text_solution(str(r["answer"]))] for i, r in enumerate(rows)}
+    monkeypatch.setattr(SD, "load_teacher_solutions", lambda cfg, problems: solutions)
+    return cfg, base, rows
+
+
 def test_official_style_samples_with_the_official_eval_request_and_writes_official_t2(tmp_path, monkeypatch):
     """``student.prompt_style: official``: the engine continues the official evaluation prompt byte for
     byte (the tool loop prefills its ``<think>\\n``); T2 is written in the official format too."""
@@ -581,12 +595,7 @@ def test_official_style_samples_with_the_official_eval_request_and_writes_offici
     from dualdistill.common.store import read_jsonl
     from tests import official_ref as ref
 
-    base = make_cfg(tmp_path, n=4, k=4).model_dump(mode="json", exclude={"source"})
-    cfg = config_from_dict({**base, "student": {"prompt_style": "official"},
-                            "composition": {"transition_style": "official"}})
-    rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:4]]
-    solutions = {f"whole_training_set/{i}": [text_solution(str(r["answer"]))] for i, r in enumerate(rows)}
-    monkeypatch.setattr(SD, "load_teacher_solutions", lambda cfg, problems: solutions)
+    cfg, _, rows = official_setup(tmp_path, monkeypatch)
     policy = PromptRecorder(4)
     summary = SD.self_distill(cfg, until="select", policy=policy, progress=False)
     assert len(policy.prompts) == 16  # first generation call of every trajectory: prompt + "<think>\\n"
@@ -629,12 +638,7 @@ def test_official_mode_selects_by_the_official_score_and_reports_both_graders(tm
     append a digit to the gold ("5" -> "50"): strictly wrong, found by the official substring score."""
     import dualdistill.stages.self_distillation as SD
 
-    base = make_cfg(tmp_path, n=4, k=4).model_dump(mode="json", exclude={"source"})
-    cfg = config_from_dict({**base, "student": {"prompt_style": "official"},
-                            "composition": {"transition_style": "official"}})
-    rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:4]]
-    solutions = {f"whole_training_set/{i}": [text_solution(str(r["answer"]))] for i, r in enumerate(rows)}
-    monkeypatch.setattr(SD, "load_teacher_solutions", lambda cfg, problems: solutions)
+    cfg, base, _ = official_setup(tmp_path, monkeypatch)
     summary = SD.self_distill(cfg, until="select", policy=FakeStudent(4), progress=False)
     assert summary["grader"] == "official" and SD.selection_grader(cfg) == "official"
     strict, off = summary["counts_by_grader"]["strict"], summary["counts_by_grader"]["official"]
