@@ -306,6 +306,24 @@ def test_tokenizer_corpus_covers_tags_digits_and_prompts():
     assert not test_texts & set(corpus)
 
 
+
+def test_the_demo_worlds_tokenizer_corpus_does_not_move_when_a_family_is_added():
+    """The tiny student's tokenizer (its token ids, and so which initial embedding each token gets)
+    is trained on this corpus: a family's own texts (pair_difference's assert failure) appear only in a
+    world with that family, and the demo world's corpus is the one its measured runs were built from
+    (``corpus_hash`` in outputs/demo/models/tiny_base/tiny_build.json). A different corpus is a
+    different student: docs/EMBEDDED_WORLD.md measures how much that moves the demo's S0."""
+    from dualdistill.common.hashing import stable_hash
+    from dualdistill.config import load_config
+    from tests.conftest import REPO
+
+    demo = load_config(REPO / "params/demo.yaml").world
+    corpus = tokenizer_corpus(demo)
+    assert "pair_difference" not in demo.families
+    assert not any("AssertionError" in text for text in corpus)
+    assert any("AssertionError" in text for text in tokenizer_corpus(WorldConfig(families=["pair_difference"])))
+    assert stable_hash(corpus, 16) == "4d9df709f9a444e6", "the demo's tiny tokenizer changed: rerun make demo and update the docs"
+
 # --- teachers under the real tool loop and sandbox -------------------------------------------
 @pytest.fixture(scope="module")
 def pool():

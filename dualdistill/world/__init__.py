@@ -27,8 +27,13 @@ _FAILURE_OUTPUTS = (
     "TimeoutError: execution timed out after 3.0 seconds",
     "Traceback (most recent call last):\n  File \"<string>\", line 2, in <module>\n"
     "NameError: name 'x' is not defined",
-    "Traceback (most recent call last):\n  File \"<string>\", line 3, in <module>\nAssertionError",
 )
+# what one family's own programs print when they fail: in the corpus only of a world with that family,
+# so a family added to the code leaves every other world's tokenizer, and so its student's token ids and
+# initial embeddings, unchanged (the demo's S0 changed with its tokenizer: docs/EMBEDDED_WORLD.md)
+_FAMILY_FAILURE_OUTPUTS = {
+    "pair_difference": ("Traceback (most recent call last):\n  File \"<string>\", line 3, in <module>\nAssertionError",),
+}
 
 
 def tokenizer_corpus(world: WorldConfig | None = None, per_family: int = 40, seed: int = 0) -> list[str]:
@@ -42,6 +47,7 @@ def tokenizer_corpus(world: WorldConfig | None = None, per_family: int = 40, see
              formatting.SECOND_TEACHER_INSTRUCTION, formatting.CALL_CAP_NOTICE,
              *sorted(formatting.KNOWN_TRANSITIONS), *_FAILURE_OUTPUTS]
     names = list((world.families if world is not None else None) or FAMILIES)
+    texts += [text for name in names for text in _FAMILY_FAILURE_OUTPUTS.get(name, ())]
     for split in ("train", "stage0"):
         for problem in generate_split(split, n=per_family * len(names), families=names, world=world):
             texts.append(problem.problem)
