@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/demo.yaml
 
-.PHONY: setup setup-gpu setup-vllm demo smoke rehearsal rehearsal-official test test-fast lint lab clean-outputs
+.PHONY: setup setup-gpu setup-vllm demo smoke rehearsal rehearsal-official test test-fast lint lab lab-shots clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: setup  ## JupyterLab at the repository root, kernel "DualDistill (.venv)", notebooks on $(PARAMS)
 	DUALDISTILL_PARAMS=$(PARAMS) $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(ALLOW_ROOT) $(LAB_ARGS)
+
+# the browser test on the finished run of $(PARAMS) (after `make demo`), its screenshots into docs/img
+lab-shots: setup  ## notebooks 01, 03, 04, 06 in JupyterLab (headless Chromium) on outputs of $(PARAMS); retakes docs/img/lab_*.png
+	DUALDISTILL_LAB_PARAMS=$(PARAMS) DUALDISTILL_SCREENSHOTS=docs/img $(PY) -m pytest -q -s tests/test_lab_browser.py
 
 clean-outputs:
 	rm -rf outputs/*/

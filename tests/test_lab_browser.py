@@ -12,6 +12,10 @@ error bars, the paired panel) and shows its six figures, and ends on what the ru
 notebook ends with its closing sentences and a "For tests" heading. Screenshots go to ``tmp_path``,
 or to ``$DUALDISTILL_SCREENSHOTS`` (``docs/img`` for the README's).
 
+``DUALDISTILL_LAB_PARAMS=params/demo.yaml`` runs the same checks on a finished run of those params
+under ``outputs/`` (after ``make demo``; ``make lab-shots`` does both and retakes ``docs/img``) instead
+of the smoke run.
+
 Chromium is installed by ``.ci/run`` (``apt-get install chromium``); without it this test fails.
 """
 
@@ -26,6 +30,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from matplotlib.container import BarContainer
@@ -73,15 +78,32 @@ def _committed_language_version() -> str | None:
     return json.loads((REPO / NB04).read_text())["metadata"].get("language_info", {}).get("version")
 
 
+@pytest.fixture
+def lab_run(request) -> tuple[Any, str]:
+    """(config, params path) of the run the notebooks open on: the session's smoke run, or the finished
+    run of ``$DUALDISTILL_LAB_PARAMS`` under the repository's ``outputs/``."""
+    params = os.environ.get("DUALDISTILL_LAB_PARAMS")
+    if not params:
+        return request.getfixturevalue("smoke_run")[0], "params/smoke.yaml"
+    from dualdistill.config import load_config
+
+    cfg = load_config(REPO / params, {"output_dir": str(REPO / "outputs")})
+    summary = RunPaths.of(cfg).summary
+    if not summary.is_file():
+        pytest.fail(f"DUALDISTILL_LAB_PARAMS={params}: no finished run ({summary} is missing): run "
+                    f"`dualdistill run {params}` first")
+    return cfg, params
+
+
 @pytest.mark.slow
-def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
+def test_notebooks_04_and_06_in_jupyterlab(lab_run, tmp_path):
     _requirements()
-    cfg, _, _ = smoke_run
+    cfg, params = lab_run
     shots = Path(os.environ.get("DUALDISTILL_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
-    root = lab.lab_root(tmp_path / "root", REPO, Path(cfg.output_dir), ["smoke.yaml"])
-    # what `make lab PARAMS=params/smoke.yaml` sets; progress as a person sees it (bars, not runner lines)
-    env = {"DUALDISTILL_PARAMS": "params/smoke.yaml", "DUALDISTILL_PROGRESS": None}
+    root = lab.lab_root(tmp_path / "root", REPO, Path(cfg.output_dir), [Path(params).name])
+    # what `make lab PARAMS=…` sets; progress as a person sees it (bars, not runner lines)
+    env = {"DUALDISTILL_PARAMS": params, "DUALDISTILL_PROGRESS": None}
     gbars = gbar_by_problem(group_by_problem(self_distill_samples(cfg)))
     with_solution = with_text_solution(cfg)
     at_params = explorer_counts(gbars, cfg.self_distill.beta1, cfg.self_distill.beta2, with_solution)
@@ -99,7 +121,7 @@ def test_notebooks_04_and_06_in_jupyterlab(smoke_run, tmp_path):
     bars = [next(c for c in ax.containers if isinstance(c, BarContainer)) for ax in bar_axes]
     assert all(b.errorbar is not None and len(b) == len(p["models"]) for b, p in zip(bars, first, strict=True))
     assert fig.axes[len(subsets)].get_yticklabels()[0].get_text() == "S2 − S1"
-    assert cfg.self_distill.beta2 == 0.9 and at_params["correct"] > 0, "the smoke run should have corrections at β2 = 0.9"
+    assert cfg.self_distill.beta2 == 0.9 and at_params["correct"] > 0, "the run should have corrections at β2 = 0.9"
     timings = {}
     with lab.jupyter_lab(root, tmp_path, env=env) as (url, token), lab.chromium(tmp_path) as browser:
         # --- 01 on finished outputs: no red box, what was reused said as information, answers by grade
