@@ -137,8 +137,9 @@ def after_06(rows: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]]) -
     text = result_sentences(rows, paired)
     d = _s2_minus_s1(rows, paired) if rows else None
     if d is not None:
-        text += (" Training on CPU is not bit-reproducible, so a rerun's numbers (and the README's) may differ "
-                 f"from these by about the paired standard error, ±{100 * (d['se'] or 0):.1f} points for S2 − S1 here.")
+        text += (" A rerun samples differently, so its numbers (and the README's) may differ "
+                 f"from these by about the paired standard error, ±{100 * (d['se'] or 0):.1f} points for S2 − S1 here;"
+                 " a different student (another tokenizer, other data) moves them further (docs/EMBEDDED_WORLD.md).")
     return text + ("\n\n**Next:** the method in docs/METHOD.md; what β1/β2 do to S2, measured: "
                    "`dualdistill sweep PARAMS --grid ...` (notebook 04's explorer); the paper's scale: "
                    "docs/PAPER_SCALE.md.")
