@@ -306,7 +306,6 @@ def test_tokenizer_corpus_covers_tags_digits_and_prompts():
     assert not test_texts & set(corpus)
 
 
-
 def test_the_demo_worlds_tokenizer_corpus_does_not_move_when_a_family_is_added():
     """The tiny student's tokenizer (its token ids, and so which initial embedding each token gets)
     is trained on this corpus: a family's own texts (pair_difference's assert failure) appear only in a
@@ -323,6 +322,7 @@ def test_the_demo_worlds_tokenizer_corpus_does_not_move_when_a_family_is_added()
     assert not any("AssertionError" in text for text in corpus)
     assert any("AssertionError" in text for text in tokenizer_corpus(WorldConfig(families=["pair_difference"])))
     assert stable_hash(corpus, 16) == "4d9df709f9a444e6", "the demo's tiny tokenizer changed: rerun make demo and update the docs"
+
 
 # --- teachers under the real tool loop and sandbox -------------------------------------------
 @pytest.fixture(scope="module")
